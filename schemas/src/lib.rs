@@ -1,0 +1,42 @@
+//! # edgefleet schemas: the contract between the LO and the agents, as code
+//!
+//! Everything that crosses a process boundary is defined here: the Git documents people
+//! write ([`git`]), the MQTT payloads ([`wire`]), the topic scheme ([`topic`]), the state
+//! vocabulary ([`state`]) and the spec hash both sides agree on ([`component`]). No I/O,
+//! no async runtime.
+//!
+//! ## Layout
+//! - [`wire`]: `DesiredState`, `NodeStatus`, `Event`, `Heartbeat`, `Presence`, `SiteStatus`.
+//!   Start reading here.
+//! - [`component`]: the resolved `Component` of a desired document and [`spec_hash`].
+//! - [`state`]: `State` (pending … failed), `Health`, and the most-severe-wins [`rollup`].
+//! - [`topic`]: topic builders and the strict parser.
+//! - [`git`] (feature `git-docs`): `Deployment`, `Node`, `Site` and [`git::load_site`],
+//!   which validates a site's files with errors naming file, line and field.
+//! - [`sign`] (feature `signing`): ed25519 signatures of desired documents.
+//! - [`json_schema`] (feature `json-schema`): the JSON Schemas committed under `schemas/json/`.
+//!
+//! The authoritative description of the protocol is `docs/protocol.md`.
+
+pub mod component;
+pub mod names;
+pub mod state;
+pub mod topic;
+pub mod wire;
+
+#[cfg(feature = "git-docs")]
+pub mod git;
+#[cfg(feature = "git-docs")]
+mod yaml;
+
+#[cfg(feature = "signing")]
+pub mod sign;
+
+#[cfg(feature = "json-schema")]
+pub mod json_schema;
+
+pub use component::{spec_hash, Component};
+pub use names::{validate_name, NameError};
+pub use state::{rollup, Health, State};
+pub use topic::{LoChannel, NodeChannel, Topic, TopicError, Topics};
+pub use wire::*;

@@ -1,0 +1,317 @@
+//! The MQTT topic scheme: builders and a strict parser.
+//!
+//! | topic | retained | payload |
+//! |---|---|---|
+//! | `<root>/<site>/nodes/<node>/desired` | yes | [`DesiredState`](crate::DesiredState) |
+//! | `<root>/<site>/nodes/<node>/status` | yes | [`NodeStatus`](crate::NodeStatus) |
+//! | `<root>/<site>/nodes/<node>/events` | no | [`Event`](crate::Event) |
+//! | `<root>/<site>/nodes/<node>/heartbeat` | no | [`Heartbeat`](crate::Heartbeat) |
+//! | `<root>/<site>/nodes/<node>/online` | yes | [`Presence`](crate::Presence) |
+//! | `<root>/<site>/lo/status` | yes | [`SiteStatus`](crate::SiteStatus) |
+//! | `<root>/<site>/lo/online` | yes | [`Presence`](crate::Presence) |
+
+use crate::names::{validate_name, NameError};
+use std::fmt;
+
+/// The default topic root.
+pub const DEFAULT_ROOT: &str = "fleet";
+
+/// What a per-node topic carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NodeChannel {
+    /// LO → EN, retained.
+    Desired,
+    /// EN → LO, retained.
+    Status,
+    /// EN → LO, not retained.
+    Events,
+    /// EN → LO, not retained.
+    Heartbeat,
+    /// EN presence, retained, also its Last Will.
+    Online,
+}
+
+impl NodeChannel {
+    /// Every channel.
+    pub const ALL: [NodeChannel; 5] = [
+        NodeChannel::Desired,
+        NodeChannel::Status,
+        NodeChannel::Events,
+        NodeChannel::Heartbeat,
+        NodeChannel::Online,
+    ];
+
+    /// The last topic level.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeChannel::Desired => "desired",
+            NodeChannel::Status => "status",
+            NodeChannel::Events => "events",
+            NodeChannel::Heartbeat => "heartbeat",
+            NodeChannel::Online => "online",
+        }
+    }
+
+    /// Whether messages on this channel are published retained.
+    pub fn retained(self) -> bool {
+        matches!(
+            self,
+            NodeChannel::Desired | NodeChannel::Status | NodeChannel::Online
+        )
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        NodeChannel::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// What a site-level (LO) topic carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LoChannel {
+    /// The site summary, retained.
+    Status,
+    /// LO presence, retained, also its Last Will.
+    Online,
+}
+
+impl LoChannel {
+    /// The last topic level.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoChannel::Status => "status",
+            LoChannel::Online => "online",
+        }
+    }
+}
+
+/// A parsed topic of the scheme.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    /// `<root>/<site>/nodes/<node>/<channel>`
+    Node {
+        /// Site name.
+        site: String,
+        /// Node name.
+        node: String,
+        /// Which channel.
+        channel: NodeChannel,
+    },
+    /// `<root>/<site>/lo/<channel>`
+    Lo {
+        /// Site name.
+        site: String,
+        /// Which channel.
+        channel: LoChannel,
+    },
+}
+
+/// Why a topic was refused by [`Topics::parse`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    /// The topic does not start with the configured root.
+    #[error("topic {topic:?} is not under root {root:?}")]
+    WrongRoot {
+        /// The topic.
+        topic: String,
+        /// The configured root.
+        root: String,
+    },
+    /// The levels after the root do not match the scheme.
+    #[error("topic {0:?} does not follow <root>/<site>/nodes/<node>/<channel> or <root>/<site>/lo/<channel>")]
+    Shape(String),
+    /// A site or node level is not a valid name.
+    #[error("topic {topic:?}: {source}")]
+    Name {
+        /// The topic.
+        topic: String,
+        /// The name problem.
+        #[source]
+        source: NameError,
+    },
+}
+
+/// Builds and parses topics under one root (default `fleet`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    root: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics::new(DEFAULT_ROOT)
+    }
+}
+
+impl Topics {
+    /// A scheme under `root`; a root may have several levels (`acme/fleet`), surrounding
+    /// slashes are trimmed.
+    pub fn new(root: &str) -> Self {
+        Topics {
+            root: root.trim_matches('/').to_owned(),
+        }
+    }
+
+    /// The root.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// `<root>/<site>/nodes/<node>/<channel>`
+    pub fn node(&self, site: &str, node: &str, channel: NodeChannel) -> String {
+        format!("{}/{site}/nodes/{node}/{}", self.root, channel.as_str())
+    }
+
+    /// `<root>/<site>/lo/<channel>`
+    pub fn lo(&self, site: &str, channel: LoChannel) -> String {
+        format!("{}/{site}/lo/{}", self.root, channel.as_str())
+    }
+
+    /// The filter for one channel of every node of a site: `<root>/<site>/nodes/+/<channel>`.
+    pub fn all_nodes(&self, site: &str, channel: NodeChannel) -> String {
+        format!("{}/{site}/nodes/+/{}", self.root, channel.as_str())
+    }
+
+    /// Builds the topic string of a parsed topic.
+    pub fn build(&self, topic: &Topic) -> String {
+        match topic {
+            Topic::Node {
+                site,
+                node,
+                channel,
+            } => self.node(site, node, *channel),
+            Topic::Lo { site, channel } => self.lo(site, *channel),
+        }
+    }
+
+    /// Parses a topic of this scheme; anything else is an error.
+    pub fn parse(&self, topic: &str) -> Result<Topic, TopicError> {
+        let rest = topic
+            .strip_prefix(self.root.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+            .ok_or_else(|| TopicError::WrongRoot {
+                topic: topic.to_owned(),
+                root: self.root.clone(),
+            })?;
+        let levels: Vec<&str> = rest.split('/').collect();
+        let shape = || TopicError::Shape(topic.to_owned());
+        let name = |n: &str| {
+            validate_name(n).map_err(|source| TopicError::Name {
+                topic: topic.to_owned(),
+                source,
+            })
+        };
+        match levels.as_slice() {
+            [site, "nodes", node, channel] => {
+                let channel = NodeChannel::parse(channel).ok_or_else(shape)?;
+                name(site)?;
+                name(node)?;
+                Ok(Topic::Node {
+                    site: (*site).to_owned(),
+                    node: (*node).to_owned(),
+                    channel,
+                })
+            }
+            [site, "lo", channel] => {
+                let channel = match *channel {
+                    "status" => LoChannel::Status,
+                    "online" => LoChannel::Online,
+                    _ => return Err(shape()),
+                };
+                name(site)?;
+                Ok(Topic::Lo {
+                    site: (*site).to_owned(),
+                    channel,
+                })
+            }
+            _ => Err(shape()),
+        }
+    }
+}
+
+impl fmt::Display for NodeChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_and_lo_topics_round_trip() {
+        for root in ["fleet", "acme/fleet", "/x/"] {
+            let t = Topics::new(root);
+            for channel in NodeChannel::ALL {
+                let s = t.node("site-a", "node-1", channel);
+                let parsed = t.parse(&s).expect("parse");
+                assert_eq!(
+                    parsed,
+                    Topic::Node {
+                        site: "site-a".into(),
+                        node: "node-1".into(),
+                        channel
+                    }
+                );
+                assert_eq!(t.build(&parsed), s);
+            }
+            for channel in [LoChannel::Status, LoChannel::Online] {
+                let s = t.lo("site-a", channel);
+                let parsed = t.parse(&s).expect("parse");
+                assert_eq!(t.build(&parsed), s);
+            }
+        }
+        assert_eq!(
+            Topics::default().node("s", "n", NodeChannel::Desired),
+            "fleet/s/nodes/n/desired"
+        );
+        assert_eq!(
+            Topics::default().all_nodes("s", NodeChannel::Status),
+            "fleet/s/nodes/+/status"
+        );
+    }
+
+    #[test]
+    fn topics_outside_the_scheme_are_rejected() {
+        let t = Topics::default();
+        for bad in [
+            "fleet",
+            "fleet/",
+            "other/s/nodes/n/status",
+            "fleetx/s/nodes/n/status",
+            "fleet/s/nodes/n",
+            "fleet/s/nodes/n/status/extra",
+            "fleet/s/nodes/n/unknown",
+            "fleet/s/node/n/status",
+            "fleet/s/lo/desired",
+            "fleet/s/lo",
+            "fleet//nodes/n/status",
+            "fleet/s/nodes//status",
+            "fleet/s/nodes/+/status",
+            "fleet/s/nodes/#",
+            "fleet/s p/nodes/n/status",
+        ] {
+            assert!(t.parse(bad).is_err(), "{bad} should be rejected");
+        }
+        assert!(matches!(
+            t.parse("x/s/lo/status"),
+            Err(TopicError::WrongRoot { .. })
+        ));
+        assert!(matches!(
+            t.parse("fleet/s/nodes/+/status"),
+            Err(TopicError::Name { .. })
+        ));
+    }
+
+    #[test]
+    fn retained_channels_match_the_table() {
+        let retained: Vec<_> = NodeChannel::ALL
+            .into_iter()
+            .filter(|c| c.retained())
+            .collect();
+        assert_eq!(
+            retained,
+            vec![NodeChannel::Desired, NodeChannel::Status, NodeChannel::Online]
+        );
+    }
+}
