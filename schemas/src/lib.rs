@@ -10,7 +10,7 @@
 //!   Start reading here.
 //! - [`component`]: the resolved `Component` of a desired document and [`spec_hash`].
 //! - [`state`]: `State` (pending … failed), `Health`, and the most-severe-wins [`rollup`].
-//! - [`topic`]: topic builders and the strict parser.
+//! - [`topic`]: topic builders and the strict parser; [`broker_url`]: `mqtt://` addresses.
 //! - [`git`] (feature `git-docs`): `Deployment`, `Node`, `Site` and [`git::load_site`],
 //!   which validates a site's files with errors naming file, line and field.
 //! - [`sign`] (feature `signing`): ed25519 signatures of desired documents.
@@ -18,6 +18,7 @@
 //!
 //! The authoritative description of the protocol is `docs/protocol.md`.
 
+pub mod broker_url;
 pub mod component;
 pub mod names;
 pub mod state;
@@ -35,6 +36,7 @@ pub mod sign;
 #[cfg(feature = "json-schema")]
 pub mod json_schema;
 
+pub use broker_url::{BrokerUrl, BrokerUrlError};
 pub use component::{spec_hash, Component};
 pub use names::{validate_name, NameError};
 pub use state::{rollup, Health, State};

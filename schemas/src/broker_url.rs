@@ -1,0 +1,129 @@
+//! `mqtt://[user:pass@]host[:port]` and `mqtts://…` broker addresses, parsed once for the
+//! LO, the agent and the tools.
+
+use std::fmt;
+
+/// A parsed broker address.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    /// `mqtts://`: TLS.
+    pub tls: bool,
+    /// Host name or address (IPv6 without brackets).
+    pub host: String,
+    /// Port (default 1883, or 8883 with TLS).
+    pub port: u16,
+    /// User name, when given.
+    pub username: Option<String>,
+    /// Password, when given.
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the password.
+        write!(f, "BrokerUrl({self})")
+    }
+}
+
+impl fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        let user = match &self.username {
+            Some(u) => format!("{u}:***@"),
+            None => String::new(),
+        };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        write!(f, "{scheme}://{user}{host}:{}", self.port)
+    }
+}
+
+/// Why a broker address was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid broker address {url:?}: {reason} (expected mqtt://[user:pass@]host[:port] or mqtts://…)")]
+pub struct BrokerUrlError {
+    url: String,
+    reason: &'static str,
+}
+
+impl std::str::FromStr for BrokerUrl {
+    type Err = BrokerUrlError;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        let err = |reason| BrokerUrlError {
+            url: url.to_owned(),
+            reason,
+        };
+        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("mqtts://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("tcp://") {
+            (false, r)
+        } else {
+            return Err(err("unknown scheme"));
+        };
+        let rest = rest.trim_end_matches('/');
+        let (userinfo, hostport) = match rest.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, rest),
+        };
+        let (username, password) = match userinfo {
+            None => (None, None),
+            Some(u) => match u.split_once(':') {
+                Some((user, pass)) => (Some(user.to_owned()), Some(pass.to_owned())),
+                None => (Some(u.to_owned()), None),
+            },
+        };
+        let default_port = if tls { 8883 } else { 1883 };
+        let (host, port) = if let Some(r) = hostport.strip_prefix('[') {
+            let (h, p) = r.split_once(']').ok_or_else(|| err("unclosed '['"))?;
+            let port = match p.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| err("invalid port"))?,
+                None if p.is_empty() => default_port,
+                None => return Err(err("garbage after ']'")),
+            };
+            (h.to_owned(), port)
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| err("invalid port"))?),
+                None => (hostport.to_owned(), default_port),
+            }
+        };
+        if host.is_empty() || host.contains('/') {
+            return Err(err("missing host"));
+        }
+        Ok(BrokerUrl {
+            tls,
+            host,
+            port,
+            username,
+            password,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_broker_urls() {
+        let u: BrokerUrl = "mqtt://127.0.0.1:1884".parse().expect("url");
+        assert_eq!((u.tls, u.host.as_str(), u.port), (false, "127.0.0.1", 1884));
+        let u: BrokerUrl = "mqtts://node-1:s3cr:et@broker.local".parse().expect("url");
+        assert_eq!(u.port, 8883);
+        assert_eq!(u.username.as_deref(), Some("node-1"));
+        assert_eq!(u.password.as_deref(), Some("s3cr:et"));
+        assert_eq!(u.to_string(), "mqtts://node-1:***@broker.local:8883");
+        assert!(!format!("{u:?}").contains("s3cr"));
+        let u: BrokerUrl = "mqtt://[::1]:1883".parse().expect("url");
+        assert_eq!(u.host, "::1");
+        for bad in ["http://x", "mqtt://", "mqtt://h:port", "mqtt://[::1", "x"] {
+            assert!(bad.parse::<BrokerUrl>().is_err(), "{bad}");
+        }
+    }
+}
