@@ -452,7 +452,10 @@ pub struct SiteDocs {
 impl SiteDocs {
     /// The Site spec, or defaults.
     pub fn spec(&self) -> SiteSpec {
-        self.site.as_ref().map(|s| s.spec.clone()).unwrap_or_default()
+        self.site
+            .as_ref()
+            .map(|s| s.spec.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -485,7 +488,11 @@ where
         };
         for ydoc in ydocs {
             let ctx = Ctx { file, doc: ydoc };
-            let kind = ydoc.value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+            let kind = ydoc
+                .value
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or("");
             match kind {
                 "Deployment" => {
                     if let Some(d) = ctx.parse::<Deployment>(&mut problems) {
@@ -620,16 +627,16 @@ impl Ctx<'_> {
             Err(e) => {
                 let mut field = e.path().to_string();
                 let message = e.inner().to_string();
-                // For an unknown field the path is its parent: name the field itself.
+                // Name an unknown field itself, whether or not the path already ends with it.
                 if let Some(unknown) = message
                     .strip_prefix("unknown field `")
                     .and_then(|r| r.split('`').next())
                 {
-                    field = if field == "." {
-                        unknown.to_owned()
-                    } else {
-                        format!("{field}.{unknown}")
-                    };
+                    if field == "." {
+                        field = unknown.to_owned();
+                    } else if !field.ends_with(unknown) {
+                        field = format!("{field}.{unknown}");
+                    }
                 }
                 let message = if message.starts_with("data did not match any variant") {
                     format!("unsupported value shape: {message}")
@@ -855,7 +862,10 @@ fn resolve_component(
         ctx.problem(problems, &format!("{at}.{field}"), message);
     };
     if let Err(e) = validate_image_reference(&c.image) {
-        report("image", format!("invalid image reference `{}`: {e}", c.image));
+        report(
+            "image",
+            format!("invalid image reference `{}`: {e}", c.image),
+        );
     }
     let mut env = BTreeMap::new();
     match &c.env {
@@ -865,7 +875,10 @@ fn resolve_component(
                 if k.is_empty() || k.contains('=') {
                     report(&format!("env.{k}"), format!("invalid variable name `{k}`"));
                 }
-                env.insert(k.clone(), v.as_ref().map(|s| s.to_string()).unwrap_or_default());
+                env.insert(
+                    k.clone(),
+                    v.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+                );
             }
         }
         Some(EnvSpec::List(list)) => {
@@ -874,10 +887,7 @@ fn resolve_component(
                     Some((k, v)) if !k.is_empty() => {
                         env.insert(k.to_owned(), v.to_owned());
                     }
-                    _ => report(
-                        &format!("env[{i}]"),
-                        format!("`{item}` is not KEY=value"),
-                    ),
+                    _ => report(&format!("env[{i}]"), format!("`{item}` is not KEY=value")),
                 }
             }
         }
@@ -998,7 +1008,7 @@ fn parse_memory(m: &Scalar) -> Result<u64, String> {
         .parse()
         .map_err(|_| format!("invalid memory `{text}` (e.g. 64M, 1G, 268435456)"))?;
     let bytes = n * mult as f64;
-    if !(bytes >= 4.0 * 1024.0 * 1024.0) {
+    if bytes.is_nan() || bytes < 6.0 * 1024.0 * 1024.0 {
         return Err(format!("memory `{text}` is below Docker's minimum of 6M"));
     }
     Ok(bytes as u64)
@@ -1010,8 +1020,8 @@ fn parse_cpus(c: &Scalar) -> Result<u64, String> {
         .trim()
         .parse()
         .map_err(|_| format!("invalid cpus `{text}` (e.g. 0.5)"))?;
-    if !(n > 0.0 && n <= 1024.0) {
-        return Err(format!("cpus `{text}` must be above 0"));
+    if n.is_nan() || n <= 0.0 || n > 1024.0 {
+        return Err(format!("cpus `{text}` must be above 0 and at most 1024"));
     }
     Ok((n * 1e9).round() as u64)
 }
@@ -1045,7 +1055,8 @@ fn parse_port(p: &PortSpec) -> Result<PortMapping, String> {
             })
         }
         PortSpec::Short(s) => {
-            let bad = || format!("invalid port `{s}` (expected [host_ip:][host:]container[/tcp|udp])");
+            let bad =
+                || format!("invalid port `{s}` (expected [host_ip:][host:]container[/tcp|udp])");
             let (rest, protocol) = match s.rsplit_once('/') {
                 Some((r, "tcp")) => (r, Protocol::Tcp),
                 Some((r, "udp")) => (r, Protocol::Udp),
@@ -1126,7 +1137,11 @@ fn parse_volume(v: &VolumeSpec) -> Result<VolumeMount, String> {
                         "anonymous volume `{s}` is not supported: write name:{s} or /host/path:{s}"
                     ))
                 }
-                _ => return Err(format!("invalid volume `{s}` (expected source:target[:ro|rw])")),
+                _ => {
+                    return Err(format!(
+                        "invalid volume `{s}` (expected source:target[:ro|rw])"
+                    ))
+                }
             };
             check_target(target)?;
             let read_only = match mode {
@@ -1169,7 +1184,9 @@ pub fn validate_image_reference(reference: &str) -> Result<(), String> {
     if let Some(d) = digest {
         let (algo, hex) = d.split_once(':').ok_or("digest must be algo:hex")?;
         if algo != "sha256" || hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("invalid digest `{d}` (expected sha256:<64 hex digits>)"));
+            return Err(format!(
+                "invalid digest `{d}` (expected sha256:<64 hex digits>)"
+            ));
         }
     }
     // A tag follows the last ':' after the last '/'.
@@ -1222,9 +1239,9 @@ pub fn validate_image_reference(reference: &str) -> Result<(), String> {
         let ok = !seg.is_empty()
             && seg.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
             && seg.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && seg
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+            && seg.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+            });
         if !ok {
             return Err(format!(
                 "invalid repository path component `{seg}` (lowercase letters, digits, '.', '_', '-')"

@@ -17,7 +17,10 @@ pub fn all() -> Vec<(&'static str, Schema)> {
     ];
     #[cfg(feature = "git-docs")]
     v.extend([
-        ("deployment.schema.json", schema_for!(crate::git::Deployment)),
+        (
+            "deployment.schema.json",
+            schema_for!(crate::git::Deployment),
+        ),
         ("node.schema.json", schema_for!(crate::git::Node)),
         ("site.schema.json", schema_for!(crate::git::Site)),
     ]);

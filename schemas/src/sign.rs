@@ -105,7 +105,10 @@ mod tests {
     fn signed_document_verifies_and_tampering_fails() {
         let key = SigningKey::from_bytes(&[7u8; 32]);
         let mut d = doc();
-        assert_eq!(verify(&d, &key.verifying_key()), Err(SignatureError::Missing));
+        assert_eq!(
+            verify(&d, &key.verifying_key()),
+            Err(SignatureError::Missing)
+        );
         sign(&mut d, &key, "k1");
         assert_eq!(verify(&d, &key.verifying_key()), Ok(()));
         // Survives a JSON round trip (what travels over MQTT).

@@ -151,6 +151,9 @@ mod tests {
             let back: State = serde_json::from_str(&json).expect("parse");
             assert_eq!(back, s);
         }
-        assert_eq!(serde_json::to_string(&Health::None).expect("ser"), "\"none\"");
+        assert_eq!(
+            serde_json::to_string(&Health::None).expect("ser"),
+            "\"none\""
+        );
     }
 }

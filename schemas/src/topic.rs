@@ -311,7 +311,11 @@ mod tests {
             .collect();
         assert_eq!(
             retained,
-            vec![NodeChannel::Desired, NodeChannel::Status, NodeChannel::Online]
+            vec![
+                NodeChannel::Desired,
+                NodeChannel::Status,
+                NodeChannel::Online
+            ]
         );
     }
 }

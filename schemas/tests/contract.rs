@@ -107,7 +107,10 @@ fn git_examples_validate_against_schemas_and_load() {
     assert_eq!(web.components[1].env["WORKERS"], "2");
     assert_eq!(web.components[0].resources.memory_bytes, Some(32 << 20));
     assert_eq!(
-        web.components[0].healthcheck.as_ref().map(|h| h.interval_ms),
+        web.components[0]
+            .healthcheck
+            .as_ref()
+            .map(|h| h.interval_ms),
         Some(5_000)
     );
 }
