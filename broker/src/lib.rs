@@ -14,16 +14,12 @@
 //! endpoints are off unless configured. rumqttd has no stop API: the broker runs until the
 //! process exits.
 //!
-//! Two rumqttd behaviours shape the defaults (see `docs/broker.md` for source references):
-//!
-//! - A new subscription receives at most a bounded number of retained messages, the rest are
-//!   dropped silently. For QoS 1/2 subscriptions the bound is a hard-coded 100 (minus messages
-//!   already in flight) that no setting changes; for QoS 0 subscriptions it is
-//!   [`BrokerConfig::max_outgoing_packet_count`]. A client that must rebuild fleet state from
-//!   a wildcard snapshot therefore subscribes at QoS 0.
-//! - A publish to a topic that matches no known subscription filter disconnects the publisher,
-//!   unless a filter matching it exists. [`BrokerConfig::initialized_filters`] defaults to
-//!   `["#"]` so every topic always matches one.
+//! One rumqttd behaviour shapes the defaults (see `docs/broker.md` for the source reference):
+//! a new subscription receives at most a bounded number of retained messages, the rest are
+//! dropped silently. For QoS 1/2 subscriptions the bound is a hard-coded 100 (minus messages
+//! already in flight) that no setting changes; for QoS 0 subscriptions it is
+//! [`BrokerConfig::max_outgoing_packet_count`]. A client that must rebuild fleet state from a
+//! wildcard snapshot therefore subscribes at QoS 0.
 //!
 //! [rumqttd]: https://docs.rs/rumqttd/0.20.0
 
@@ -36,7 +32,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 /// Name of the rumqttd MQTT 3.1.1 listener (also the name of its OS thread).
 const LISTENER_NAME: &str = "edgefleet-v4";
@@ -133,17 +129,29 @@ pub struct BrokerConfig {
     /// header, so topic included). Bigger packets get the connection reset. Default 256 KiB:
     /// desired documents are tens of KiB.
     pub max_payload_size: usize,
-    /// Size at which a filter's in-memory commit log starts a new segment. Every subscription
-    /// filter (and every initialized filter) has its own log. Minimum 1024. Default 1 MiB.
+    /// Size at which a filter's in-memory commit log starts a new segment. Every distinct
+    /// subscription filter has its own log; publishes matching no filter are stored nowhere
+    /// (except as retained messages). Minimum 1024. Default 1 MiB.
     pub max_segment_size: usize,
     /// Segments kept per commit log (the active one included); the oldest is dropped when a
-    /// new one starts, so a log holds at most about `max_segment_size × max_segment_count`.
-    /// Only subscribers that fall this far behind lose messages. Minimum 1. Default 2.
+    /// new one starts, so a log holds at most about `max_segment_count × (max_segment_size +
+    /// one message)`. Only subscribers that fall this far behind lose messages. Logs are never
+    /// freed, even when their filter loses its last subscriber. Minimum 1. Default 2.
     pub max_segment_count: usize,
+    /// Segment limits for subscription filters matching a pattern (rumqttd's
+    /// `custom_segment`; the subscription filter is matched as if it were a topic, so the
+    /// pattern `+/+/nodes/+/desired` covers both `fleet/s/nodes/n0001/desired` and
+    /// `fleet/s/nodes/+/desired`). When several patterns match, which one wins is unspecified.
+    /// Setting this table replaces the default entry. Default: `+/+/nodes/+/desired` at
+    /// 64 KiB × 2: with 50 KiB documents the 10,000 per-node desired logs hold about 2 GiB
+    /// in the end instead of about 20 GiB with the global limits. Desired documents are
+    /// retained and last-wins: a lagging node loses nothing it needs.
+    pub custom_segments: BTreeMap<String, SegmentLimits>,
     /// Messages the router moves to one QoS 0 subscription per sweep, and the most retained
     /// messages a new QoS 0 subscription receives (the rest are dropped silently). Must exceed
-    /// the number of retained topics one wildcard matches. Default 20,000 (2 retained per node
-    /// for 10,000 nodes). QoS 1/2 subscriptions are capped at 100 by rumqttd regardless.
+    /// the number of retained topics one wildcard matches. Default 50,000 (3 retained channels
+    /// × 10,000 nodes, plus headroom). QoS 1/2 subscriptions are capped at 100 by rumqttd
+    /// regardless.
     pub max_outgoing_packet_count: u64,
     /// Incoming packets the broker reads from one connection before handing them to the
     /// router (rumqttd's `max_inflight_count`; it does not limit outgoing or retained
@@ -154,14 +162,6 @@ pub struct BrokerConfig {
     /// Pause after each accepted connection; 1 ms spreads a reconnect storm of 10,000 nodes
     /// over about 10 s. Default 1.
     pub next_connection_delay_ms: u64,
-    /// Filters whose commit logs exist from startup. rumqttd disconnects a client that
-    /// publishes to a topic no filter matches, so the default `["#"]` makes every topic match
-    /// (at the cost of one more log of bounded size). Topics starting with `$` never match.
-    pub initialized_filters: Vec<String>,
-    /// Create a commit log per published topic instead of disconnecting (rumqttd's
-    /// `dynamic_filters`). Redundant with `initialized_filters = ["#"]` and costlier: one log
-    /// per topic, each growing to `max_segment_size × max_segment_count`. Default false.
-    pub dynamic_filters: bool,
     /// rumqttd's HTTP console (config, connections, subscriptions; no authentication). Off by
     /// default; bind it to localhost.
     pub console_listen: Option<SocketAddr>,
@@ -170,6 +170,16 @@ pub struct BrokerConfig {
     pub prometheus_listen: Option<SocketAddr>,
     /// How long [`start`] waits for the listener to answer. Default 10,000 (10 s).
     pub startup_timeout_ms: u64,
+}
+
+/// Commit-log limits for the filters matching one [`BrokerConfig::custom_segments`] pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentLimits {
+    /// Like [`BrokerConfig::max_segment_size`]; minimum 1024.
+    pub max_segment_size: usize,
+    /// Like [`BrokerConfig::max_segment_count`]; minimum 1.
+    pub max_segment_count: usize,
 }
 
 impl Default for BrokerConfig {
@@ -181,12 +191,17 @@ impl Default for BrokerConfig {
             max_payload_size: 256 * 1024,
             max_segment_size: 1024 * 1024,
             max_segment_count: 2,
-            max_outgoing_packet_count: 20_000,
+            custom_segments: BTreeMap::from([(
+                "+/+/nodes/+/desired".to_owned(),
+                SegmentLimits {
+                    max_segment_size: 64 * 1024,
+                    max_segment_count: 2,
+                },
+            )]),
+            max_outgoing_packet_count: 50_000,
             max_inflight_count: 100,
             connection_timeout_ms: 10_000,
             next_connection_delay_ms: 1,
-            initialized_filters: vec!["#".to_owned()],
-            dynamic_filters: false,
             console_listen: None,
             prometheus_listen: None,
             startup_timeout_ms: 10_000,
@@ -205,12 +220,11 @@ impl fmt::Debug for BrokerConfig {
             .field("max_payload_size", &self.max_payload_size)
             .field("max_segment_size", &self.max_segment_size)
             .field("max_segment_count", &self.max_segment_count)
+            .field("custom_segments", &self.custom_segments)
             .field("max_outgoing_packet_count", &self.max_outgoing_packet_count)
             .field("max_inflight_count", &self.max_inflight_count)
             .field("connection_timeout_ms", &self.connection_timeout_ms)
             .field("next_connection_delay_ms", &self.next_connection_delay_ms)
-            .field("initialized_filters", &self.initialized_filters)
-            .field("dynamic_filters", &self.dynamic_filters)
             .field("console_listen", &self.console_listen)
             .field("prometheus_listen", &self.prometheus_listen)
             .field("startup_timeout_ms", &self.startup_timeout_ms)
@@ -246,14 +260,34 @@ impl BrokerConfig {
     /// Rejects values rumqttd would panic on or that make the broker useless.
     pub fn validate(&self) -> Result<(), BrokerError> {
         let invalid = |msg: String| Err(BrokerError::InvalidConfig(msg));
-        if self.max_segment_size < MIN_SEGMENT_SIZE {
-            return invalid(format!(
-                "max_segment_size must be at least {MIN_SEGMENT_SIZE}, got {}",
-                self.max_segment_size
-            ));
+        let global = SegmentLimits {
+            max_segment_size: self.max_segment_size,
+            max_segment_count: self.max_segment_count,
+        };
+        for (name, limits) in std::iter::once(("", &global)).chain(
+            self.custom_segments
+                .iter()
+                .map(|(pattern, limits)| (pattern.as_str(), limits)),
+        ) {
+            let at = if name.is_empty() {
+                String::new()
+            } else {
+                format!(" (custom_segments {name:?})")
+            };
+            if limits.max_segment_size < MIN_SEGMENT_SIZE {
+                return invalid(format!(
+                    "max_segment_size must be at least {MIN_SEGMENT_SIZE}, got {}{at}",
+                    limits.max_segment_size
+                ));
+            }
+            if limits.max_segment_count == 0 {
+                return invalid(format!("max_segment_count must be greater than 0{at}"));
+            }
+        }
+        if self.custom_segments.keys().any(String::is_empty) {
+            return invalid("custom_segments: empty pattern".to_owned());
         }
         for (name, value) in [
-            ("max_segment_count", self.max_segment_count as u64),
             ("max_connections", self.max_connections as u64),
             ("max_payload_size", self.max_payload_size as u64),
             ("max_outgoing_packet_count", self.max_outgoing_packet_count),
@@ -277,11 +311,6 @@ impl BrokerConfig {
                 return invalid(format!("users: username or password of {user:?} too long"));
             }
         }
-        for filter in &self.initialized_filters {
-            if !valid_filter(filter) {
-                return invalid(format!("initialized_filters: invalid filter {filter:?}"));
-            }
-        }
         Ok(())
     }
 
@@ -299,7 +328,9 @@ impl BrokerConfig {
                     .collect::<HashMap<_, _>>()
             }),
             external_auth: None,
-            dynamic_filters: self.dynamic_filters,
+            // true would create a commit log per published topic (memory) and buys nothing:
+            // publishes to topics without subscribers are accepted either way.
+            dynamic_filters: false,
         };
         let server = rumqttd::ServerSettings {
             name: LISTENER_NAME.to_owned(),
@@ -313,9 +344,19 @@ impl BrokerConfig {
             max_outgoing_packet_count: self.max_outgoing_packet_count,
             max_segment_size: self.max_segment_size,
             max_segment_count: self.max_segment_count,
-            custom_segment: None,
-            initialized_filters: (!self.initialized_filters.is_empty())
-                .then(|| self.initialized_filters.clone()),
+            custom_segment: (!self.custom_segments.is_empty()).then(|| {
+                self.custom_segments
+                    .iter()
+                    .map(|(pattern, limits)| {
+                        let segment = rumqttd::SegmentConfig {
+                            max_segment_size: limits.max_segment_size,
+                            max_segment_count: limits.max_segment_count,
+                        };
+                        (pattern.clone(), segment)
+                    })
+                    .collect()
+            }),
+            initialized_filters: None,
             ..Default::default()
         };
         // Both settings types have private fields: build them through serde.
@@ -359,17 +400,6 @@ fn from_toml_table<T: serde::de::DeserializeOwned>(
         .map_err(|e| BrokerError::InvalidConfig(format!("rumqttd settings: {e}")))
 }
 
-/// MQTT filter syntax: non-empty, `#` only as the whole last level, `+` only as a whole level.
-fn valid_filter(filter: &str) -> bool {
-    let levels: Vec<&str> = filter.split('/').collect();
-    !filter.is_empty()
-        && levels.iter().enumerate().all(|(i, level)| {
-            let multi_ok = !level.contains('#') || (*level == "#" && i + 1 == levels.len());
-            let single_ok = !level.contains('+') || *level == "+";
-            multi_ok && single_ok
-        })
-}
-
 /// A running broker. Dropping the handle does not stop it: rumqttd has no stop API, the
 /// broker lives until the process exits.
 #[derive(Debug)]
@@ -401,9 +431,6 @@ impl BrokerHandle {
 pub fn start(cfg: &BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     cfg.validate()?;
     let listen = resolve_listen(cfg.listen)?;
-    if cfg.initialized_filters.is_empty() && !cfg.dynamic_filters {
-        warn!("no initialized filters and dynamic filters off: clients publishing to a topic nobody subscribed to will be disconnected");
-    }
     let rumqttd_config = cfg.to_rumqttd(listen)?;
     debug!(config = ?cfg, "starting broker");
 
@@ -574,8 +601,8 @@ mod tests {
         for text in [
             "max_segment_size = 1023",
             "max_segment_count = 0",
+            "[custom_segments.\"a/+\"]\nmax_segment_size = 10\nmax_segment_count = 1",
             "max_outgoing_packet_count = 0",
-            "initialized_filters = [\"a/#/b\"]",
             "[users]\n\"\" = \"x\"",
         ] {
             let err = BrokerConfig::from_toml_str(text).expect_err(text);
@@ -601,8 +628,10 @@ mod tests {
         assert_eq!(server.connections.max_payload_size, 256 * 1024);
         let auth = server.connections.auth.as_ref().expect("auth map");
         assert_eq!(auth.get("lo").map(String::as_str), Some("secret"));
-        assert_eq!(r.router.max_outgoing_packet_count, 20_000);
-        assert_eq!(r.router.initialized_filters, Some(vec!["#".to_owned()]));
+        assert_eq!(r.router.max_outgoing_packet_count, 50_000);
+        let custom = r.router.custom_segment.expect("custom segments");
+        assert_eq!(custom["+/+/nodes/+/desired"].max_segment_size, 65_536);
+        assert!(r.router.initialized_filters.is_none());
         assert!(r.v5.is_none() && r.ws.is_none());
         assert!(r.console.is_some() && r.prometheus.is_some());
     }
@@ -615,21 +644,6 @@ mod tests {
             shown.contains("lo") && !shown.contains("hunter2"),
             "{shown}"
         );
-    }
-
-    #[test]
-    fn filter_syntax() {
-        for (filter, ok) in [
-            ("#", true),
-            ("fleet/+/nodes/#", true),
-            ("a/b", true),
-            ("", false),
-            ("a/#/b", false),
-            ("a#", false),
-            ("a+/b", false),
-        ] {
-            assert_eq!(valid_filter(filter), ok, "{filter}");
-        }
     }
 
     #[test]
