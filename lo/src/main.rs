@@ -1,1 +1,321 @@
-fn main() {}
+//! The `lo` binary: flags, configuration, telemetry, then the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use lo::config::{self, LogFormat};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lo",
+    version,
+    about = "edgefleet local orchestrator: Git to per-node desired state, and back"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the orchestrator.
+    Run(RunArgs),
+    /// Validate a site in a working tree; exit 1 with the errors.
+    Validate {
+        /// Repository working tree.
+        #[arg(long)]
+        repo: PathBuf,
+        /// Site name.
+        #[arg(long)]
+        site: String,
+        /// Site folder (default sites/<site>).
+        #[arg(long)]
+        site_path: Option<String>,
+    },
+    /// Show what would change: exit 0 no changes, 2 changes, 1 error.
+    Plan {
+        /// Repository working tree.
+        #[arg(long)]
+        repo: PathBuf,
+        /// Site name.
+        #[arg(long)]
+        site: String,
+        /// Site folder (default sites/<site>).
+        #[arg(long)]
+        site_path: Option<String>,
+        /// Plan against the retained status on this broker (else against nothing running).
+        #[arg(long)]
+        broker: Option<String>,
+        /// Topic root.
+        #[arg(long, default_value = "fleet")]
+        topic_root: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Show the last audit entries for a node or deployment.
+    History {
+        /// State directory of the LO.
+        #[arg(long, env = "LO_STATE_DIR", default_value = "/var/lib/edgefleet-lo")]
+        state_dir: PathBuf,
+        /// Only this node.
+        #[arg(long)]
+        node: Option<String>,
+        /// Only this deployment.
+        #[arg(long)]
+        deployment: Option<String>,
+        /// How many entries.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Configuration file (TOML).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Site name.
+    #[arg(long)]
+    site: Option<String>,
+    /// Git repository (path or URL).
+    #[arg(long)]
+    repo: Option<String>,
+    /// Branch.
+    #[arg(long)]
+    branch: Option<String>,
+    /// Broker URL.
+    #[arg(long)]
+    broker: Option<String>,
+    /// State directory.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// HTTP listen address.
+    #[arg(long)]
+    http_listen: Option<String>,
+    /// Accept a commit that removes every deployment.
+    #[arg(long)]
+    allow_empty: bool,
+    /// Accept a commit that removes more than maxDeletePercent of the deployments.
+    #[arg(long)]
+    allow_mass_delete: bool,
+    /// Log format.
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Validate {
+            repo,
+            site,
+            site_path,
+        } => {
+            let path = site_path.unwrap_or_else(|| format!("sites/{site}"));
+            match lo::cli::validate(&repo, &site, &path) {
+                Ok(docs) => {
+                    println!(
+                        "{path}: ok ({} deployments, {} nodes)",
+                        docs.deployments.len(),
+                        docs.nodes.len()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(lo::cli::CliError::Invalid(problems)) => {
+                    eprint!("{}", lo::cli::format_problems(&problems));
+                    eprintln!("{path}: {} problem(s)", problems.len());
+                    Ok(ExitCode::from(1))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::Plan {
+            repo,
+            site,
+            site_path,
+            broker,
+            topic_root,
+            format,
+        } => {
+            let path = site_path.unwrap_or_else(|| format!("sites/{site}"));
+            let topics = schemas::Topics::new(&topic_root);
+            let observed = match &broker {
+                Some(url) => {
+                    let url: schemas::BrokerUrl = url.parse()?;
+                    lo::cli::observe_broker(
+                        &url,
+                        &topics,
+                        &site,
+                        Duration::from_millis(700),
+                        Duration::from_secs(15),
+                    )
+                    .await?
+                }
+                None => Default::default(),
+            };
+            match lo::cli::plan_worktree(&repo, &site, &path, &observed, broker.is_none()) {
+                Ok(plan) => {
+                    match format {
+                        Format::Text => print!("{plan}"),
+                        Format::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+                    }
+                    Ok(if plan.has_changes() {
+                        ExitCode::from(2)
+                    } else {
+                        ExitCode::SUCCESS
+                    })
+                }
+                Err(lo::cli::CliError::Invalid(problems)) => {
+                    eprint!("{}", lo::cli::format_problems(&problems));
+                    Ok(ExitCode::from(1))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::History {
+            state_dir,
+            node,
+            deployment,
+            limit,
+            json,
+        } => {
+            let entries = lo::audit::history(
+                &state_dir.join("audit"),
+                node.as_deref(),
+                deployment.as_deref(),
+                limit,
+            )
+            .with_context(|| format!("reading the audit log in {}", state_dir.display()))?;
+            for e in entries {
+                if json {
+                    println!("{}", serde_json::to_string(&e)?);
+                } else {
+                    let mut who = Vec::new();
+                    if let Some(n) = &e.node {
+                        who.push(format!("node={n}"));
+                    }
+                    if let Some(d) = &e.deployment {
+                        who.push(format!("deployment={d}"));
+                    }
+                    if let Some(g) = e.generation {
+                        who.push(format!("gen={g}"));
+                    }
+                    if let Some(c) = &e.commit {
+                        who.push(format!("commit={}", lo::plan::short(c)));
+                    }
+                    println!("{} {:<9} {} {}", e.at, e.kind, who.join(" "), e.message);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let file = match &args.config {
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        None => None,
+    };
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let mut flags = Vec::new();
+    let mut set = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            flags.push((k.to_owned(), v));
+        }
+    };
+    set("site", args.site);
+    set("repo", args.repo);
+    set("branch", args.branch);
+    set("broker", args.broker);
+    set(
+        "state_dir",
+        args.state_dir.map(|p| p.to_string_lossy().into_owned()),
+    );
+    set("http_listen", args.http_listen);
+    set("log_format", args.log_format);
+    if args.allow_empty {
+        set("allow_empty", Some("true".into()));
+    }
+    if args.allow_mass_delete {
+        set("allow_mass_delete", Some("true".into()));
+    }
+    let cfg = config::resolve(file.as_deref(), &env, &flags)?;
+    init_tracing(cfg.log_format);
+    cfg.validate()?;
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(t) => t,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        signal.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("signal received");
+        signal.cancel();
+    });
+    lo::app::run(cfg, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,1230 @@
+//! The orchestrator: wires the Git source, the MQTT session, the pure core (render, plan,
+//! observe, policy), the store, the audit log and the HTTP endpoints.
+//!
+//! One task (the engine) owns all state and handles, one at a time: new commits from the
+//! source task, MQTT events from the session task, and a 100 ms tick (heartbeat timeouts,
+//! debounced re-render, site status, persistence). It is level-triggered: every re-render
+//! starts from the served revision and what is observed, never from why it ran.
+
+use crate::audit::{Audit, AuditEntry};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::mqtt::{self, MqttEvent, MqttSettings};
+use crate::observe::{Fleet, PresenceOutcome};
+use crate::plan::{self, NodeInput};
+use crate::policy::{self, Decision, GuardFlags};
+use crate::render::{self, Inventory, NodeDesired, PublishedRecord, RollbackOverride};
+use crate::source::{Commit, DesiredSource, GitSource, SourceError};
+use crate::store::{Bookkeeping, ServedRecord, Store, StoreError};
+use rumqttc::{AsyncClient, QoS};
+use schemas::git::SiteDocs;
+use schemas::{
+    BrokerUrl, DeploymentSummary, DesiredState, DocProblem, Event, Heartbeat, LoChannel,
+    NodeChannel, NodeStatus, NodeSummary, Presence, Revision, ServedRevision, SiteError,
+    SiteSchema, SiteStatus, StateCounts, Topic, Topics,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// LO version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Largest site status published; above it, converged online nodes are left out.
+const MAX_STATUS_BYTES: usize = 192 * 1024;
+
+/// Errors that stop the LO.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// State directory.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Git mirror.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// HTTP listener or audit log.
+    #[error("{context}: {source}")]
+    Io {
+        /// What.
+        context: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// State shared with the HTTP endpoints and tests.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Metrics.
+    pub metrics: Metrics,
+    /// `POST /sync` wakes the source.
+    pub sync: Notify,
+    /// MQTT connected.
+    pub mqtt_connected: AtomicBool,
+    served: Mutex<Option<String>>,
+    status: Mutex<Option<SiteStatus>>,
+}
+
+impl Shared {
+    /// The commit served, if any.
+    pub fn served_commit(&self) -> Option<String> {
+        self.served.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// The latest site status.
+    pub fn site_status(&self) -> Option<SiteStatus> {
+        self.status.lock().ok().and_then(|g| g.clone())
+    }
+}
+
+/// A running LO.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the HTTP endpoints listen.
+    pub http_addr: SocketAddr,
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// Ends when the LO has shut down.
+    pub join: tokio::task::JoinHandle<()>,
+}
+
+/// Runs the LO until `shutdown` is cancelled.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppError> {
+    let running = start(cfg, shutdown).await?;
+    let _ = running.join.await;
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Starts the LO: state dir, Git mirror, HTTP, MQTT, engine. Returns once listening.
+pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, AppError> {
+    cfg.validate()?;
+    let broker: BrokerUrl = cfg
+        .broker
+        .parse()
+        .map_err(|e: schemas::BrokerUrlError| crate::config::ConfigError::Value(e.to_string()))?;
+    let store = Store::open(&cfg.state_dir)?;
+    let audit = Audit::open(
+        &cfg.state_dir.join("audit"),
+        cfg.audit.max_bytes,
+        cfg.audit.keep,
+    )
+    .map_err(|source| AppError::Io {
+        context: "audit log".into(),
+        source,
+    })?;
+    let mirror = cfg.state_dir.join("mirror.git");
+    let (url, branch, auth) = (cfg.repo.clone(), cfg.branch.clone(), cfg.git.clone());
+    let source = tokio::task::spawn_blocking(move || GitSource::open(&mirror, &url, &branch, auth))
+        .await
+        .map_err(|e| AppError::Io {
+            context: "git mirror".into(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+    let shared = Arc::new(Shared::default());
+    let listener = tokio::net::TcpListener::bind(&cfg.http_listen)
+        .await
+        .map_err(|source| AppError::Io {
+            context: format!("http listen {}", cfg.http_listen),
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(|source| AppError::Io {
+        context: "http listen".into(),
+        source,
+    })?;
+    let router = crate::http::router(shared.clone());
+    let http_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+        if let Err(e) = served.await {
+            tracing::error!(error = %e, "http server failed");
+        }
+    });
+
+    let topics = Topics::new(&cfg.topic_root);
+    let (mqtt_tx, mqtt_rx) = mpsc::unbounded_channel();
+    let mqtt_stop = CancellationToken::new();
+    let (client, mqtt_task) = mqtt::start(
+        MqttSettings {
+            broker,
+            client_id: cfg.client_id(),
+            max_packet_size: cfg.max_packet_size,
+            site: cfg.site.clone(),
+            topics: topics.clone(),
+            last_epoch: store.data.lo_epoch,
+            version: VERSION.into(),
+        },
+        mqtt_tx,
+        mqtt_stop.clone(),
+    );
+
+    let (src_tx, src_rx) = mpsc::channel(4);
+    let start_commit = store.data.served.as_ref().map(|s| s.commit.clone());
+    tokio::spawn(source_task(
+        Box::new(source),
+        cfg.site_path(),
+        start_commit,
+        cfg.poll_interval,
+        shared.clone(),
+        src_tx,
+        shutdown.clone(),
+    ));
+
+    let signing = match &cfg.signing_key {
+        Some(k) => Some(
+            schemas::sign::signing_key_from_base64(k)
+                .map_err(|e| crate::config::ConfigError::Value(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let book = store.data.bookkeeping();
+    let engine = Engine {
+        site: cfg.site.clone(),
+        site_path: cfg.site_path(),
+        fleet: Fleet::new(cfg.heartbeat_timeout.as_millis() as u64),
+        topics,
+        shared: shared.clone(),
+        audit,
+        client,
+        store,
+        book,
+        book_dirty: false,
+        served: None,
+        last_error: None,
+        held: None,
+        desired: BTreeMap::new(),
+        floors: BTreeMap::new(),
+        converged: BTreeMap::new(),
+        inventory: Inventory::default(),
+        connected: false,
+        ever_connected: false,
+        unsent: BTreeSet::new(),
+        status_dirty: true,
+        last_status: None,
+        reconcile_pending: false,
+        signing,
+        origin: Instant::now(),
+        last_plan: None,
+        flags: GuardFlags {
+            allow_empty: cfg.allow_empty,
+            allow_mass_delete: cfg.allow_mass_delete,
+        },
+        cfg,
+    };
+    let join = tokio::spawn(engine.run(src_rx, mqtt_rx, mqtt_task, mqtt_stop, shutdown));
+    Ok(Running {
+        http_addr,
+        shared,
+        join,
+    })
+}
+
+/// What the source task reports.
+#[derive(Debug)]
+enum SourceMsg {
+    /// A commit whose site files changed (or the revision restored at start).
+    Commit {
+        commit: Commit,
+        files: Vec<(String, String)>,
+        restored: bool,
+        /// False for a new head that does not touch the site (not forwarded).
+        changed: bool,
+    },
+    /// The source failed.
+    Error(String),
+    /// The source works again (clears a source error).
+    Ok,
+}
+
+/// A piece of blocking work on the source.
+type SourceJob = Box<dyn FnOnce(&mut dyn DesiredSource) -> SourceMsg + Send>;
+
+async fn source_task(
+    source: Box<dyn DesiredSource>,
+    site_path: String,
+    start_commit: Option<String>,
+    poll: Duration,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<SourceMsg>,
+    shutdown: CancellationToken,
+) {
+    let source = Arc::new(Mutex::new(source));
+    let blocking = |f: SourceJob| {
+        let source = source.clone();
+        async move {
+            tokio::task::spawn_blocking(move || match source.lock() {
+                Ok(mut s) => f(s.as_mut()),
+                Err(_) => SourceMsg::Error("source lock poisoned".into()),
+            })
+            .await
+            .unwrap_or_else(|e| SourceMsg::Error(e.to_string()))
+        }
+    };
+    // The commit whose site files were last handed over (None: nothing yet).
+    let mut last: Option<String> = None;
+    if let Some(c) = start_commit {
+        let path = site_path.clone();
+        let id = c.clone();
+        let msg = blocking(Box::new(move |s| match s.read_site(&id, &path) {
+            Ok(files) => SourceMsg::Commit {
+                commit: Commit { id, time: 0 },
+                files,
+                restored: true,
+                changed: true,
+            },
+            Err(e) => SourceMsg::Error(format!("cannot restore served revision: {e}")),
+        }))
+        .await;
+        if matches!(msg, SourceMsg::Commit { .. }) {
+            last = Some(c);
+        }
+        if tx.send(msg).await.is_err() {
+            return;
+        }
+    }
+    let mut failing = false;
+    loop {
+        let path = site_path.clone();
+        let prev = last.clone();
+        let msg = blocking(Box::new(move |s| {
+            let head = match s.fetch() {
+                Ok(Some(h)) => h,
+                Ok(None) => return SourceMsg::Error("branch not found in the repository".into()),
+                Err(e) => return SourceMsg::Error(e.to_string()),
+            };
+            if prev.as_deref() == Some(head.id.as_str()) {
+                return SourceMsg::Ok;
+            }
+            let changed = match &prev {
+                None => true,
+                Some(p) => s.changed(p, &head.id, &path).unwrap_or(true),
+            };
+            if !changed {
+                tracing::debug!(commit = %head.id, "commit does not touch the site");
+                return SourceMsg::Commit {
+                    commit: head,
+                    files: Vec::new(),
+                    restored: false,
+                    changed: false,
+                };
+            }
+            match s.read_site(&head.id, &path) {
+                Ok(files) => SourceMsg::Commit {
+                    commit: head,
+                    files,
+                    restored: false,
+                    changed: true,
+                },
+                Err(e) => SourceMsg::Error(e.to_string()),
+            }
+        }))
+        .await;
+        let forward = match &msg {
+            SourceMsg::Commit {
+                commit, changed, ..
+            } => {
+                last = Some(commit.id.clone());
+                failing = false;
+                *changed
+            }
+            SourceMsg::Error(_) => {
+                failing = true;
+                true
+            }
+            SourceMsg::Ok => {
+                let was = failing;
+                failing = false;
+                was
+            }
+        };
+        if forward && tx.send(msg).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(poll) => {}
+            _ = shared.sync.notified() => {}
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Served {
+    commit: String,
+    since: String,
+    docs: SiteDocs,
+    names: BTreeSet<String>,
+}
+
+struct Engine {
+    cfg: Config,
+    site: String,
+    site_path: String,
+    topics: Topics,
+    shared: Arc<Shared>,
+    audit: Audit,
+    client: AsyncClient,
+    store: Store,
+    book: Bookkeeping,
+    book_dirty: bool,
+    served: Option<Served>,
+    last_error: Option<SiteError>,
+    held: Option<SiteError>,
+    fleet: Fleet,
+    desired: BTreeMap<String, NodeDesired>,
+    floors: BTreeMap<String, u64>,
+    /// node → (generation, ms from publish to converged).
+    converged: BTreeMap<String, (u64, u64)>,
+    inventory: Inventory,
+    connected: bool,
+    ever_connected: bool,
+    unsent: BTreeSet<String>,
+    status_dirty: bool,
+    last_status: Option<Instant>,
+    reconcile_pending: bool,
+    signing: Option<ed25519_dalek::SigningKey>,
+    origin: Instant,
+    last_plan: Option<Instant>,
+    flags: GuardFlags,
+}
+
+impl Engine {
+    fn mono_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    async fn run(
+        mut self,
+        mut src_rx: mpsc::Receiver<SourceMsg>,
+        mut mqtt_rx: mpsc::UnboundedReceiver<MqttEvent>,
+        mqtt_task: tokio::task::JoinHandle<()>,
+        mqtt_stop: CancellationToken,
+        shutdown: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(msg) = src_rx.recv() => self.on_source(msg).await,
+                Some(ev) = mqtt_rx.recv() => self.on_mqtt(ev).await,
+                _ = tick.tick() => self.tick().await,
+            }
+        }
+        tracing::info!("shutting down");
+        self.save();
+        if self.connected {
+            self.publish_status().await;
+            let epoch = self.store.data.lo_epoch;
+            let _ = self
+                .client
+                .publish(
+                    self.topics.lo(&self.site, LoChannel::Online),
+                    QoS::AtLeastOnce,
+                    true,
+                    mqtt::presence(false, epoch, VERSION),
+                )
+                .await;
+            let _ = self.client.disconnect().await;
+        }
+        mqtt::drain(mqtt_task, &mqtt_stop, Duration::from_secs(3)).await;
+        mqtt_stop.cancel();
+    }
+
+    fn save(&mut self) {
+        if self.book_dirty {
+            self.store.data.set_bookkeeping(&self.book);
+            self.book_dirty = false;
+        }
+        if let Err(e) = self.store.save() {
+            tracing::error!(error = %e, "cannot save the state");
+        }
+    }
+
+    async fn on_source(&mut self, msg: SourceMsg) {
+        match msg {
+            SourceMsg::Error(message) => {
+                tracing::warn!(error = %message, "git source failed; keeping the served revision");
+                self.shared.metrics.source_errors.inc();
+                self.audit.log(AuditEntry::new("source", message.clone()));
+                self.last_error = Some(SiteError {
+                    commit: String::new(),
+                    at: schemas::now_rfc3339(),
+                    message,
+                    problems: Vec::new(),
+                });
+                self.status_dirty = true;
+            }
+            SourceMsg::Ok => {
+                if self
+                    .last_error
+                    .as_ref()
+                    .is_some_and(|e| e.commit.is_empty())
+                {
+                    self.last_error = None;
+                    self.status_dirty = true;
+                }
+            }
+            SourceMsg::Commit {
+                commit,
+                files,
+                restored,
+                ..
+            } => self.on_commit(commit, files, restored).await,
+        }
+    }
+
+    async fn on_commit(&mut self, commit: Commit, files: Vec<(String, String)>, restored: bool) {
+        let loaded = schemas::git::load_site(
+            &self.site,
+            files.iter().map(|(p, c)| (p.as_str(), c.as_str())),
+        );
+        let docs = match loaded {
+            Ok(d) => d,
+            Err(problems) => {
+                self.reject(
+                    &commit.id,
+                    "commit rejected: invalid site documents",
+                    problems,
+                );
+                return;
+            }
+        };
+        let names: BTreeSet<String> = docs.deployments.keys().cloned().collect();
+        if !restored {
+            let prev = self.served.as_ref().map(|s| &s.names);
+            if let Some(reason) = policy::deletion_guard(prev, &names, &docs.spec(), self.flags) {
+                tracing::warn!(commit = %commit.id, reason = %reason, "commit held by the deletion guard");
+                self.shared.metrics.held_commits.inc();
+                self.audit
+                    .log(AuditEntry::new("held", reason.clone()).commit(&commit.id));
+                self.held = Some(SiteError {
+                    commit: commit.id.clone(),
+                    at: schemas::now_rfc3339(),
+                    message: reason,
+                    problems: Vec::new(),
+                });
+                self.status_dirty = true;
+                return;
+            }
+        }
+        let (since, since_ms) = match (&self.store.data.served, restored) {
+            (Some(s), true) => (s.since.clone(), s.since_ms),
+            _ => (schemas::now_rfc3339(), now_ms()),
+        };
+        tracing::info!(commit = %commit.id, deployments = names.len(), nodes = docs.nodes.len(), restored, "serving commit");
+        self.shared.metrics.served_commits.inc();
+        self.audit.log(
+            AuditEntry::new(
+                "served",
+                format!(
+                    "serving {} deployments{}",
+                    names.len(),
+                    if restored { " (restored)" } else { "" }
+                ),
+            )
+            .commit(&commit.id),
+        );
+        self.store.data.served = Some(ServedRecord {
+            commit: commit.id.clone(),
+            since: since.clone(),
+            since_ms,
+        });
+        self.served = Some(Served {
+            commit: commit.id.clone(),
+            since,
+            docs,
+            names,
+        });
+        if let Ok(mut g) = self.shared.served.lock() {
+            *g = Some(commit.id.clone());
+        }
+        if !restored {
+            self.last_error = None;
+            self.held = None;
+        }
+        self.reconcile().await;
+    }
+
+    fn reject(&mut self, commit: &str, message: &str, problems: Vec<DocProblem>) {
+        for p in &problems {
+            tracing::warn!(commit = %commit, file = %p.file, line = ?p.line, field = ?p.field, reason = %p.message, "invalid document");
+        }
+        tracing::error!(commit = %commit, problems = problems.len(), "commit rejected; keeping the last good revision");
+        self.shared.metrics.rejected_commits.inc();
+        let detail: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}:{}: {}", p.file, p.line.unwrap_or(0), p.message))
+            .collect();
+        self.audit.log(
+            AuditEntry::new("rejected", format!("{message}: {}", detail.join("; "))).commit(commit),
+        );
+        self.last_error = Some(SiteError {
+            commit: commit.to_owned(),
+            at: schemas::now_rfc3339(),
+            message: message.to_owned(),
+            problems,
+        });
+        self.status_dirty = true;
+    }
+
+    fn announced(&self) -> impl Iterator<Item = &str> {
+        self.fleet
+            .nodes()
+            .iter()
+            .filter(|(_, o)| o.presence.is_some() || o.status.is_some())
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// Renders every node, persists new generations, then publishes what changed.
+    async fn reconcile(&mut self) {
+        self.reconcile_pending = false;
+        let Some(served) = &self.served else { return };
+        let started = Instant::now();
+        let revision = Revision {
+            commit: served.commit.clone(),
+            path: self.site_path.clone(),
+        };
+        let inventory = render::inventory(&served.docs, self.announced());
+        let overrides: BTreeMap<String, BTreeMap<String, RollbackOverride>> = self
+            .book
+            .rollbacks
+            .iter()
+            .map(|(n, m)| {
+                (
+                    n.clone(),
+                    m.iter().map(|(d, r)| (d.clone(), r.over.clone())).collect(),
+                )
+            })
+            .collect();
+        let mut rendered = render::render(&served.docs, &revision, &inventory, &overrides);
+        // Nodes published before and no longer in the site get an explicit empty document.
+        for node in self.store.data.nodes.keys() {
+            if !rendered.contains_key(node) {
+                let doc = match self.desired.get(node) {
+                    Some(d) if d.deployments.is_empty() => d.clone(),
+                    _ => NodeDesired::empty(revision.clone()),
+                };
+                rendered.insert(node.clone(), doc);
+            }
+        }
+        let mut changed = Vec::new();
+        let now = now_ms();
+        let issued = schemas::now_rfc3339();
+        for (node, nd) in &rendered {
+            let hash = nd.content_hash();
+            let floor = self.floors.get(node).copied().unwrap_or(0);
+            if let Some(generation) =
+                render::next_generation(self.store.data.nodes.get(node), &hash, floor)
+            {
+                self.store.data.nodes.insert(
+                    node.clone(),
+                    PublishedRecord {
+                        generation,
+                        content_hash: hash,
+                        issued_at: issued.clone(),
+                        published_ms: now,
+                    },
+                );
+                changed.push(node.clone());
+            }
+        }
+        self.inventory = inventory;
+        self.desired = rendered;
+        if !changed.is_empty() {
+            // Persist before publishing: a generation that went out is never reused.
+            self.save();
+            for node in &changed {
+                self.publish_desired(node).await;
+            }
+        }
+        self.shared
+            .metrics
+            .reconcile_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.shared
+            .metrics
+            .nodes_enrolled
+            .set(self.inventory.nodes.len() as i64);
+        self.status_dirty = true;
+        self.last_plan = None;
+    }
+
+    fn desired_doc(&self, node: &str) -> Option<DesiredState> {
+        let nd = self.desired.get(node)?;
+        let rec = self.store.data.nodes.get(node)?;
+        let mut doc = nd.to_state(&self.site, node, rec.generation, &rec.issued_at);
+        if let Some(key) = &self.signing {
+            schemas::sign::sign(&mut doc, key, &self.cfg.signing_key_id);
+        }
+        Some(doc)
+    }
+
+    async fn publish_desired(&mut self, node: &str) {
+        if !self.connected {
+            self.unsent.insert(node.to_owned());
+            return;
+        }
+        let Some(doc) = self.desired_doc(node) else {
+            return;
+        };
+        let payload = match serde_json::to_vec(&doc) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(node = %node, error = %e, "cannot serialise desired document");
+                return;
+            }
+        };
+        let topic = self.topics.node(&self.site, node, NodeChannel::Desired);
+        if let Err(e) = self
+            .client
+            .publish(topic, QoS::AtLeastOnce, true, payload)
+            .await
+        {
+            tracing::warn!(node = %node, error = %e, "cannot queue desired document");
+            self.unsent.insert(node.to_owned());
+            return;
+        }
+        self.unsent.remove(node);
+        self.shared.metrics.desired_published.inc();
+        tracing::debug!(node = %node, generation = doc.generation, "desired published");
+        self.audit.log(
+            AuditEntry::new(
+                "published",
+                format!("desired with {} deployments", doc.deployments.len()),
+            )
+            .node(node)
+            .commit(&doc.revision.commit)
+            .generation(doc.generation),
+        );
+    }
+
+    async fn republish_all(&mut self) {
+        let nodes: Vec<String> = self.desired.keys().cloned().collect();
+        tracing::info!(nodes = nodes.len(), "republishing every desired document");
+        for node in nodes {
+            self.publish_desired(&node).await;
+        }
+    }
+
+    async fn on_mqtt(&mut self, ev: MqttEvent) {
+        match ev {
+            MqttEvent::Connected {
+                session_present,
+                epoch,
+            } => {
+                tracing::info!(session_present, epoch, "mqtt connected");
+                if self.ever_connected {
+                    self.shared.metrics.mqtt_reconnects.inc();
+                }
+                self.connected = true;
+                self.shared.mqtt_connected.store(true, Ordering::SeqCst);
+                self.store.data.lo_epoch = epoch;
+                self.save();
+                let subs = [
+                    (NodeChannel::Status, QoS::AtMostOnce),
+                    (NodeChannel::Online, QoS::AtMostOnce),
+                    (NodeChannel::Desired, QoS::AtMostOnce),
+                    (NodeChannel::Heartbeat, QoS::AtMostOnce),
+                    (NodeChannel::Events, QoS::AtLeastOnce),
+                ]
+                .map(|(c, q)| {
+                    rumqttc::SubscribeFilter::new(self.topics.all_nodes(&self.site, c), q)
+                });
+                if let Err(e) = self.client.subscribe_many(subs).await {
+                    tracing::warn!(error = %e, "cannot subscribe");
+                }
+                let _ = self
+                    .client
+                    .publish(
+                        self.topics.lo(&self.site, LoChannel::Online),
+                        QoS::AtLeastOnce,
+                        true,
+                        mqtt::presence(true, epoch, VERSION),
+                    )
+                    .await;
+                if !self.ever_connected || !session_present {
+                    self.ever_connected = true;
+                    self.republish_all().await;
+                } else {
+                    let unsent: Vec<String> = self.unsent.iter().cloned().collect();
+                    for node in unsent {
+                        self.publish_desired(&node).await;
+                    }
+                }
+                self.status_dirty = true;
+                self.last_status = None;
+            }
+            MqttEvent::Disconnected(reason) => {
+                if self.connected {
+                    tracing::warn!(reason = %reason, "mqtt disconnected");
+                }
+                self.connected = false;
+                self.shared.mqtt_connected.store(false, Ordering::SeqCst);
+            }
+            MqttEvent::Message {
+                topic,
+                payload,
+                retain,
+            } => self.on_message(&topic, &payload, retain),
+        }
+    }
+
+    fn refuse(&self, topic: &str, reason: &str, detail: &str) {
+        tracing::warn!(topic = %topic, reason, detail, "message refused");
+        self.shared
+            .metrics
+            .messages_rejected
+            .get_or_create(&Metrics::kind(reason))
+            .inc();
+    }
+
+    fn on_message(&mut self, topic: &str, payload: &[u8], retain: bool) {
+        if payload.is_empty() {
+            return; // a cleared retained topic
+        }
+        let (node, channel) = match self.topics.parse(topic) {
+            Ok(Topic::Node {
+                site,
+                node,
+                channel,
+            }) if site == self.site => (node, channel),
+            Ok(_) => return self.refuse(topic, "wrong_topic", "not a node topic of this site"),
+            Err(e) => return self.refuse(topic, "wrong_topic", &e.to_string()),
+        };
+        self.shared
+            .metrics
+            .messages
+            .get_or_create(&Metrics::kind(channel.as_str()))
+            .inc();
+        let now = self.mono_ms();
+        let wall = schemas::now_rfc3339();
+        let known = self
+            .fleet
+            .get(&node)
+            .is_some_and(|o| o.presence.is_some() || o.status.is_some());
+        match channel {
+            NodeChannel::Status => {
+                let s: NodeStatus = match serde_json::from_slice(payload) {
+                    Ok(s) => s,
+                    Err(e) => return self.refuse(topic, "malformed", &e.to_string()),
+                };
+                if s.node != node || s.site != self.site {
+                    return self.refuse(
+                        topic,
+                        "wrongly_addressed",
+                        "site or node differ from the topic",
+                    );
+                }
+                self.on_status(&node, s, now, retain, &wall);
+            }
+            NodeChannel::Online => {
+                let p: Presence = match serde_json::from_slice(payload) {
+                    Ok(p) => p,
+                    Err(e) => return self.refuse(topic, "malformed", &e.to_string()),
+                };
+                if self.fleet.presence(&node, &p, now, retain, &wall) == PresenceOutcome::Stale {
+                    tracing::info!(node = %node, epoch = p.epoch, "stale presence ignored");
+                    self.audit.log(
+                        AuditEntry::new(
+                            "observed",
+                            format!("stale presence (epoch {}) ignored", p.epoch),
+                        )
+                        .node(&node),
+                    );
+                } else {
+                    self.audit.log(
+                        AuditEntry::new(
+                            "observed",
+                            format!("online={} epoch={}", p.online, p.epoch),
+                        )
+                        .node(&node),
+                    );
+                }
+                self.status_dirty = true;
+            }
+            NodeChannel::Heartbeat => match serde_json::from_slice::<Heartbeat>(payload) {
+                Ok(hb) => self.fleet.heartbeat(&node, hb, now, &wall),
+                Err(e) => return self.refuse(topic, "malformed", &e.to_string()),
+            },
+            NodeChannel::Events => match serde_json::from_slice::<Event>(payload) {
+                Ok(ev) => {
+                    tracing::debug!(node = %node, deployment = %ev.deployment, to = %ev.to, "event");
+                    self.fleet.event(&node, ev, now, &wall);
+                }
+                Err(e) => return self.refuse(topic, "malformed", &e.to_string()),
+            },
+            NodeChannel::Desired => {
+                // Read back what the broker holds: a generation above ours (a lost state
+                // dir) raises the floor so the next document supersedes it.
+                if let Ok(doc) = serde_json::from_slice::<DesiredState>(payload) {
+                    let ours = self.store.data.nodes.get(&node).map_or(0, |r| r.generation);
+                    if doc.generation > ours {
+                        tracing::warn!(node = %node, generation = doc.generation, ours, "broker holds a newer desired generation; superseding it");
+                        let f = self.floors.entry(node.clone()).or_default();
+                        *f = (*f).max(doc.generation);
+                        self.reconcile_pending = true;
+                    }
+                }
+            }
+        }
+        if !known
+            && self
+                .fleet
+                .get(&node)
+                .is_some_and(|o| o.presence.is_some() || o.status.is_some())
+        {
+            // A node announced itself: the inventory may change (auto-enrolment, unknown).
+            self.reconcile_pending = true;
+        }
+    }
+
+    fn on_status(&mut self, node: &str, s: NodeStatus, now: u64, retain: bool, wall: &str) {
+        let prev = self
+            .fleet
+            .get(node)
+            .and_then(|o| o.status.as_ref())
+            .map(|p| (p.observed_generation, p.state, p.converged));
+        if prev != Some((s.observed_generation, s.state, s.converged)) {
+            self.audit.log(
+                AuditEntry::new(
+                    "observed",
+                    format!(
+                        "status state={} converged={}",
+                        s.state.map_or("none", |st| st.as_str()),
+                        s.converged
+                    ),
+                )
+                .node(node)
+                .generation(s.observed_generation),
+            );
+        }
+        if let (Some(d), Some(rec)) = (self.desired.get(node), self.store.data.nodes.get(node)) {
+            let empty = BTreeMap::new();
+            let empty_rb = BTreeMap::new();
+            let empty_h = BTreeMap::new();
+            let decisions = policy::decide(
+                d,
+                rec.generation,
+                &s,
+                self.book.installed.get(node).unwrap_or(&empty),
+                self.book.rollbacks.get(node).unwrap_or(&empty_rb),
+                self.book.held.get(node).unwrap_or(&empty_h),
+            );
+            if s.converged
+                && s.observed_generation == rec.generation
+                && self.converged.get(node).map(|c| c.0) != Some(rec.generation)
+            {
+                let took = now_ms().saturating_sub(rec.published_ms);
+                tracing::info!(node = %node, generation = rec.generation, converged_in_ms = took, "node converged");
+                self.converged
+                    .insert(node.to_owned(), (rec.generation, took));
+            }
+            self.apply(node, decisions);
+        }
+        self.fleet.status(node, s, now, retain, wall);
+        self.status_dirty = true;
+    }
+
+    fn apply(&mut self, node: &str, decisions: Vec<Decision>) {
+        for d in decisions {
+            match d {
+                Decision::Installed { deployment, dep } => {
+                    self.book
+                        .installed
+                        .entry(node.to_owned())
+                        .or_default()
+                        .insert(deployment, dep);
+                    self.book_dirty = true;
+                }
+                Decision::Hold {
+                    deployment,
+                    commit,
+                    reason,
+                } => {
+                    tracing::warn!(node = %node, deployment = %deployment, commit = %commit, reason = %reason, "deployment failed; held");
+                    self.shared
+                        .metrics
+                        .decisions
+                        .get_or_create(&Metrics::kind("hold"))
+                        .inc();
+                    self.audit.log(
+                        AuditEntry::new("decided", format!("hold: {reason}"))
+                            .node(node)
+                            .deployment(&deployment)
+                            .commit(&commit),
+                    );
+                    let spec_hash = self
+                        .desired
+                        .get(node)
+                        .and_then(|nd| nd.get(&deployment))
+                        .map(|d| d.spec_hash.clone())
+                        .unwrap_or_default();
+                    self.book
+                        .held
+                        .entry(node.to_owned())
+                        .or_default()
+                        .insert(deployment, spec_hash);
+                    self.book_dirty = true;
+                }
+                Decision::Rollback { deployment, mark } => {
+                    tracing::warn!(node = %node, deployment = %deployment, failed = %mark.failed_commit, to = %mark.over.to.spec.commit, "deployment failed; rolling back");
+                    self.shared
+                        .metrics
+                        .decisions
+                        .get_or_create(&Metrics::kind("rollback"))
+                        .inc();
+                    self.audit.log(
+                        AuditEntry::new(
+                            "decided",
+                            format!(
+                                "rollback to the version of commit {}",
+                                mark.over.to.spec.commit
+                            ),
+                        )
+                        .node(node)
+                        .deployment(&deployment)
+                        .commit(&mark.failed_commit),
+                    );
+                    self.book
+                        .rollbacks
+                        .entry(node.to_owned())
+                        .or_default()
+                        .insert(deployment, mark);
+                    self.book_dirty = true;
+                    self.reconcile_pending = true;
+                }
+                Decision::RollbackFailed { deployment, commit } => {
+                    tracing::error!(node = %node, deployment = %deployment, commit = %commit, "rolled-back version failed too; stopping");
+                    self.shared
+                        .metrics
+                        .decisions
+                        .get_or_create(&Metrics::kind("rollback_failed"))
+                        .inc();
+                    self.audit.log(
+                        AuditEntry::new("decided", "rollback failed too: no further action")
+                            .node(node)
+                            .deployment(&deployment)
+                            .commit(&commit),
+                    );
+                    if let Some(m) = self
+                        .book
+                        .rollbacks
+                        .get_mut(node)
+                        .and_then(|m| m.get_mut(&deployment))
+                    {
+                        m.failed_again = true;
+                    }
+                    self.book_dirty = true;
+                }
+            }
+        }
+    }
+
+    async fn tick(&mut self) {
+        let now = self.mono_ms();
+        for (node, online) in self.fleet.expire(now) {
+            tracing::info!(node = %node, online, "node presence changed");
+            self.status_dirty = true;
+        }
+        if self.reconcile_pending {
+            self.reconcile().await;
+        }
+        if self.book_dirty {
+            self.save();
+        }
+        let plan_due = self
+            .last_plan
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if self.status_dirty && plan_due {
+            self.update_plan_metrics(now);
+            self.last_plan = Some(Instant::now());
+        }
+        let due = self
+            .last_status
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(200));
+        if self.status_dirty && due {
+            self.publish_status().await;
+        }
+    }
+
+    fn update_plan_metrics(&mut self, now: u64) {
+        let Some(served) = &self.served else { return };
+        let started = Instant::now();
+        let desired: BTreeMap<&str, Vec<&schemas::DesiredDeployment>> = self
+            .desired
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.deployments.iter().map(|x| &*x.spec).collect()))
+            .collect();
+        let p = plan::plan(
+            &self.site,
+            &served.commit,
+            desired.iter().map(|(n, ds)| {
+                (
+                    *n,
+                    NodeInput {
+                        desired: ds.as_slice(),
+                        observed: self.fleet.get(n).and_then(|o| o.status.as_ref()),
+                        online: self.fleet.online(n, now),
+                        paced: false,
+                    },
+                )
+            }),
+        );
+        self.shared
+            .metrics
+            .plan_seconds
+            .observe(started.elapsed().as_secs_f64());
+        for a in ["install", "update", "delete", "restart", "noop"] {
+            self.shared
+                .metrics
+                .plan_actions
+                .get_or_create(&Metrics::kind(a))
+                .set(0);
+        }
+        for (a, n) in &p.summary {
+            self.shared
+                .metrics
+                .plan_actions
+                .get_or_create(&Metrics::kind(a.as_str()))
+                .set(*n as i64);
+        }
+    }
+
+    fn site_status(&self) -> SiteStatus {
+        let now = self.mono_ms();
+        let mut nodes = Vec::new();
+        let (mut online_n, mut converged_n) = (0, 0);
+        for node in self.inventory.nodes.keys() {
+            let obs = self.fleet.get(node);
+            let status = obs.and_then(|o| o.status.as_ref());
+            let desired_generation = self.store.data.nodes.get(node).map_or(0, |r| r.generation);
+            let observed_generation = status.map_or(0, |s| s.observed_generation);
+            let converged =
+                status.is_some_and(|s| s.converged) && observed_generation == desired_generation;
+            let online = self.fleet.online(node, now);
+            online_n += i64::from(online);
+            converged_n += i64::from(converged);
+            nodes.push(NodeSummary {
+                node: node.clone(),
+                online,
+                desired_generation,
+                observed_generation,
+                commit: status.and_then(|s| s.revision.as_ref().map(|r| r.commit.clone())),
+                state: status.and_then(|s| s.state),
+                converged,
+                converged_in_ms: self
+                    .converged
+                    .get(node)
+                    .filter(|c| c.0 == desired_generation)
+                    .map(|c| c.1),
+                last_seen: obs.and_then(|o| o.last_seen.clone()),
+            });
+        }
+        self.shared.metrics.nodes_online.set(online_n);
+        self.shared.metrics.nodes_converged.set(converged_n);
+        let mut deployments = Vec::new();
+        if let Some(served) = &self.served {
+            for name in served.docs.deployments.keys() {
+                let mut counts = StateCounts::default();
+                let mut targeted = 0;
+                let mut rolled_back = Vec::new();
+                for (node, nd) in &self.desired {
+                    let Some(dep) = nd.get(name) else { continue };
+                    targeted += 1;
+                    let rec_gen = self.store.data.nodes.get(node).map_or(0, |r| r.generation);
+                    let state = self
+                        .fleet
+                        .get(node)
+                        .and_then(|o| o.status.as_ref())
+                        .filter(|s| s.observed_generation == rec_gen)
+                        .and_then(|s| s.deployments.iter().find(|d| &d.name == name))
+                        .map_or(schemas::State::Pending, |d| d.state);
+                    counts.add(state);
+                    if self
+                        .book
+                        .rollbacks
+                        .get(node)
+                        .and_then(|m| m.get(name))
+                        .is_some_and(|m| m.over.to.hash == dep.hash)
+                    {
+                        rolled_back.push(node.clone());
+                    }
+                }
+                deployments.push(DeploymentSummary {
+                    name: name.clone(),
+                    nodes: targeted,
+                    counts,
+                    rolled_back,
+                });
+            }
+        }
+        SiteStatus {
+            schema: SiteSchema::V1,
+            site: self.site.clone(),
+            updated_at: schemas::now_rfc3339(),
+            lo_version: VERSION.into(),
+            revision: self.served.as_ref().map(|s| ServedRevision {
+                commit: s.commit.clone(),
+                path: self.site_path.clone(),
+                since: s.since.clone(),
+            }),
+            last_error: self.last_error.clone(),
+            held: self.held.clone(),
+            nodes,
+            deployments,
+            unknown_nodes: self.inventory.unknown.iter().cloned().collect(),
+        }
+    }
+
+    async fn publish_status(&mut self) {
+        let mut st = self.site_status();
+        self.status_dirty = false;
+        self.last_status = Some(Instant::now());
+        if let Ok(mut g) = self.shared.status.lock() {
+            *g = Some(st.clone());
+        }
+        if !self.connected {
+            return;
+        }
+        let mut payload = serde_json::to_vec(&st).unwrap_or_default();
+        if payload.len() > MAX_STATUS_BYTES {
+            // Keep the nodes that need attention; the counts stay complete.
+            let total = st.nodes.len();
+            st.nodes.retain(|n| !(n.online && n.converged));
+            payload = serde_json::to_vec(&st).unwrap_or_default();
+            while payload.len() > MAX_STATUS_BYTES && !st.nodes.is_empty() {
+                let keep = st.nodes.len() * 3 / 4;
+                st.nodes.truncate(keep);
+                payload = serde_json::to_vec(&st).unwrap_or_default();
+            }
+            tracing::debug!(
+                total,
+                listed = st.nodes.len(),
+                "site status trimmed to fit the broker"
+            );
+        }
+        let topic = self.topics.lo(&self.site, LoChannel::Status);
+        if let Err(e) = self
+            .client
+            .publish(topic, QoS::AtLeastOnce, true, payload)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot publish the site status");
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The one-shot commands: `lo validate`, `lo plan`, `lo history` (the library side; `main.rs`
+//! parses flags and prints).
+
+use crate::observe::Fleet;
+use crate::plan::{self, NodeInput, Plan};
+use crate::render;
+use crate::source::{read_worktree, worktree_head, SourceError};
+use schemas::git::SiteDocs;
+use schemas::{BrokerUrl, DocProblem, NodeChannel, NodeStatus, Presence, Revision, Topic, Topics};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Errors of the one-shot commands.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The working tree could not be read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The site does not validate.
+    #[error("{} problem(s) in the site", .0.len())]
+    Invalid(Vec<DocProblem>),
+    /// The broker could not be read.
+    #[error("broker: {0}")]
+    Broker(String),
+}
+
+/// Validates the site in a working tree.
+pub fn validate(repo: &Path, site: &str, site_path: &str) -> Result<SiteDocs, CliError> {
+    let files = read_worktree(repo, site_path)?;
+    schemas::git::load_site(site, files.iter().map(|(p, c)| (p.as_str(), c.as_str())))
+        .map_err(CliError::Invalid)
+}
+
+/// Formats problems as `file:line: field: message` lines.
+pub fn format_problems(problems: &[DocProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| {
+            let mut s = p.file.clone();
+            if let Some(l) = p.line {
+                s.push_str(&format!(":{l}"));
+            }
+            if let Some(f) = &p.field {
+                s.push_str(&format!(": {f}"));
+            }
+            format!("{s}: {}\n", p.message)
+        })
+        .collect()
+}
+
+/// What `lo plan` plans against, per node: last status and whether online.
+pub type Observed = BTreeMap<String, (Option<NodeStatus>, bool)>;
+
+/// Plans the site in a working tree against `observed` (empty: nothing running; nodes
+/// without observation count as online so the plan shows what they would get).
+pub fn plan_worktree(
+    repo: &Path,
+    site: &str,
+    site_path: &str,
+    observed: &Observed,
+    assume_online: bool,
+) -> Result<Plan, CliError> {
+    let docs = validate(repo, site, site_path)?;
+    let commit = worktree_head(repo).unwrap_or_else(|| "worktree".into());
+    let revision = Revision {
+        commit: commit.clone(),
+        path: site_path.to_owned(),
+    };
+    let inv = render::inventory(&docs, observed.keys().map(String::as_str));
+    let rendered = render::render(&docs, &revision, &inv, &BTreeMap::new());
+    let desired: BTreeMap<&str, Vec<&schemas::DesiredDeployment>> = rendered
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.deployments.iter().map(|x| &*x.spec).collect()))
+        .collect();
+    // Observed nodes that are not in the site: their deployments are deleted.
+    let empty: Vec<&schemas::DesiredDeployment> = Vec::new();
+    let mut inputs: Vec<(&str, NodeInput<'_>)> = Vec::new();
+    for (n, ds) in &desired {
+        let (status, online) = observed
+            .get(*n)
+            .map(|(s, o)| (s.as_ref(), *o))
+            .unwrap_or((None, assume_online));
+        inputs.push((
+            n,
+            NodeInput {
+                desired: ds.as_slice(),
+                observed: status,
+                online,
+                paced: false,
+            },
+        ));
+    }
+    for (n, (s, online)) in observed {
+        if !desired.contains_key(n.as_str()) && !inv.unknown.contains(n) {
+            inputs.push((
+                n.as_str(),
+                NodeInput {
+                    desired: &empty,
+                    observed: s.as_ref(),
+                    online: *online,
+                    paced: false,
+                },
+            ));
+        }
+    }
+    Ok(plan::plan(site, &commit, inputs))
+}
+
+/// Reads the retained `status` and `online` topics of a site from a broker, waiting until no
+/// message arrived for `quiet` (at most `max`).
+pub async fn observe_broker(
+    broker: &BrokerUrl,
+    topics: &Topics,
+    site: &str,
+    quiet: Duration,
+    max: Duration,
+) -> Result<Observed, CliError> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let id = format!("lo-plan-{}-{}", site, fastrand::u32(..));
+    let mut opts = MqttOptions::new(id, broker.host.clone(), broker.port);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    if let (Some(u), Some(p)) = (&broker.username, &broker.password) {
+        opts.set_credentials(u.clone(), p.clone());
+    }
+    let (client, mut ev) = AsyncClient::new(opts, 16);
+    let mut fleet = Fleet::new(u64::MAX / 2);
+    let deadline = tokio::time::Instant::now() + max;
+    let mut subscribed = false;
+    loop {
+        let next = tokio::time::timeout(quiet, ev.poll());
+        let polled = tokio::select! {
+            r = next => r,
+            _ = tokio::time::sleep_until(deadline) => break,
+        };
+        match polled {
+            Err(_) if subscribed => break,
+            Err(_) => continue,
+            Ok(Err(e)) => return Err(CliError::Broker(e.to_string())),
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                for c in [NodeChannel::Status, NodeChannel::Online] {
+                    client
+                        .subscribe(topics.all_nodes(site, c), QoS::AtMostOnce)
+                        .await
+                        .map_err(|e| CliError::Broker(e.to_string()))?;
+                }
+                subscribed = true;
+            }
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                let Ok(Topic::Node { node, channel, .. }) = topics.parse(&p.topic) else {
+                    continue;
+                };
+                match channel {
+                    NodeChannel::Status => {
+                        if let Ok(s) = serde_json::from_slice::<NodeStatus>(&p.payload) {
+                            fleet.status(&node, s, 0, false, "");
+                        }
+                    }
+                    NodeChannel::Online => {
+                        if let Ok(pr) = serde_json::from_slice::<Presence>(&p.payload) {
+                            fleet.presence(&node, &pr, 0, false, "");
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(Ok(_)) => {}
+        }
+    }
+    let _ = client.disconnect().await;
+    Ok(fleet
+        .nodes()
+        .iter()
+        .map(|(n, o)| {
+            (
+                n.clone(),
+                (o.status.clone(), o.presence.unwrap_or(o.status.is_some())),
+            )
+        })
+        .collect())
+}

@@ -1,0 +1,360 @@
+//! Pure rendering: a validated site at a commit, the node inventory and the rollbacks in force
+//! become one desired document per node. No I/O.
+//!
+//! Deployments are shared between nodes behind an [`Arc`] ([`Dep`]), each hashed once per
+//! render, so that 10,000 nodes × 20 deployments cost 20 serialisations, not 200,000.
+
+use schemas::git::{ResolvedDeployment, SiteDocs};
+use schemas::{DesiredDeployment, DesiredSchema, DesiredState, Revision};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Node labels.
+pub type Labels = BTreeMap<String, String>;
+
+/// A deployment as sent to nodes, with its hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dep {
+    /// The deployment.
+    pub spec: Arc<DesiredDeployment>,
+    /// Hash of the deployment without its `commit`: equal when the spec is the same.
+    pub spec_hash: String,
+    /// Hash including `commit`: what the node's content hash is made of.
+    pub hash: String,
+}
+
+impl Dep {
+    /// Hashes a deployment.
+    pub fn new(spec: DesiredDeployment) -> Self {
+        let spec_hash = deployment_spec_hash(&spec);
+        let hash = sha256_hex(&format!("{}\n{}", spec.commit, spec_hash));
+        Dep {
+            spec: Arc::new(spec),
+            spec_hash,
+            hash,
+        }
+    }
+
+    /// The deployment's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+}
+
+/// The hash of a deployment's content without the commit it comes from.
+pub fn deployment_spec_hash(d: &DesiredDeployment) -> String {
+    let mut value = serde_json::to_value(d).unwrap_or(serde_json::Value::Null);
+    if let serde_json::Value::Object(map) = &mut value {
+        map.remove("commit");
+    }
+    sha256_hex(&schemas::component::canonical_json(&value))
+}
+
+/// `sha256:<hex>` of a string.
+pub fn sha256_hex(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    let mut s = String::with_capacity(71);
+    s.push_str("sha256:");
+    for b in digest {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// What one node must run, before it gets a generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeDesired {
+    /// Revision served.
+    pub revision: Revision,
+    /// Deployments, by name order.
+    pub deployments: Vec<Dep>,
+}
+
+impl NodeDesired {
+    /// An empty document (a node removed from the site).
+    pub fn empty(revision: Revision) -> Self {
+        NodeDesired {
+            revision,
+            deployments: Vec::new(),
+        }
+    }
+
+    /// Hash of what the document asks for (revision and deployments), the same inputs as
+    /// [`DesiredState::same_content`].
+    pub fn content_hash(&self) -> String {
+        let mut text = format!("{}\n{}\n", self.revision.commit, self.revision.path);
+        for d in &self.deployments {
+            text.push_str(&d.hash);
+            text.push('\n');
+        }
+        sha256_hex(&text)
+    }
+
+    /// The wire document.
+    pub fn to_state(
+        &self,
+        site: &str,
+        node: &str,
+        generation: u64,
+        issued_at: &str,
+    ) -> DesiredState {
+        DesiredState {
+            schema: DesiredSchema::V1,
+            site: site.to_owned(),
+            node: node.to_owned(),
+            generation,
+            revision: self.revision.clone(),
+            issued_at: issued_at.to_owned(),
+            deployments: self.deployments.iter().map(|d| (*d.spec).clone()).collect(),
+            signature: None,
+        }
+    }
+
+    /// The deployment named `name`.
+    pub fn get(&self, name: &str) -> Option<&Dep> {
+        self.deployments.iter().find(|d| d.name() == name)
+    }
+}
+
+/// Enrolled nodes and nodes that announced themselves without being enrolled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// Enrolled nodes and their labels.
+    pub nodes: BTreeMap<String, Labels>,
+    /// Announcing nodes that get no workloads.
+    pub unknown: BTreeSet<String>,
+}
+
+/// The site's nodes: `Node` documents, plus announcing nodes when the `Site` allows
+/// auto-enrolment (they get the enrolment labels; a `Node` document's labels win).
+pub fn inventory<'a>(docs: &SiteDocs, announced: impl IntoIterator<Item = &'a str>) -> Inventory {
+    let spec = docs.spec();
+    let enrollment = spec.enrollment.unwrap_or_default();
+    let mut inv = Inventory {
+        nodes: docs
+            .nodes
+            .iter()
+            .map(|(n, e)| (n.clone(), e.labels.clone()))
+            .collect(),
+        unknown: BTreeSet::new(),
+    };
+    for node in announced {
+        if inv.nodes.contains_key(node) {
+            continue;
+        }
+        if enrollment.auto {
+            inv.nodes.insert(node.to_owned(), enrollment.labels.clone());
+        } else {
+            inv.unknown.insert(node.to_owned());
+        }
+    }
+    inv
+}
+
+/// The deployments of a site at a commit, each hashed once.
+pub fn site_deployments<'a>(
+    docs: &'a SiteDocs,
+    commit: &str,
+) -> BTreeMap<String, (Dep, &'a ResolvedDeployment)> {
+    docs.deployments
+        .iter()
+        .map(|(name, d)| {
+            let spec = DesiredDeployment {
+                name: d.name.clone(),
+                commit: commit.to_owned(),
+                policy: d.policy,
+                components: d.components.clone(),
+            };
+            (name.clone(), (Dep::new(spec), d))
+        })
+        .collect()
+}
+
+/// A rollback in force on one node for one deployment: while Git still asks for the spec
+/// `from_spec_hash`, the node gets `to` instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollbackOverride {
+    /// Spec hash of the failed deployment spec.
+    pub from_spec_hash: String,
+    /// The last installed version.
+    pub to: Dep,
+}
+
+/// Renders every enrolled node's desired deployments. `rollbacks` maps node → deployment →
+/// override; overrides whose `from_spec_hash` no longer matches Git are not applied (a new
+/// commit that changes the deployment is applied as written).
+pub fn render(
+    docs: &SiteDocs,
+    revision: &Revision,
+    inventory: &Inventory,
+    rollbacks: &BTreeMap<String, BTreeMap<String, RollbackOverride>>,
+) -> BTreeMap<String, NodeDesired> {
+    let deps = site_deployments(docs, &revision.commit);
+    let mut out = BTreeMap::new();
+    for (node, labels) in &inventory.nodes {
+        let overrides = rollbacks.get(node);
+        let deployments = deps
+            .values()
+            .filter(|(_, r)| r.targets.matches(node, labels))
+            .map(|(dep, _)| match overrides.and_then(|o| o.get(dep.name())) {
+                Some(o) if o.from_spec_hash == dep.spec_hash => o.to.clone(),
+                _ => dep.clone(),
+            })
+            .collect();
+        out.insert(
+            node.clone(),
+            NodeDesired {
+                revision: revision.clone(),
+                deployments,
+            },
+        );
+    }
+    out
+}
+
+/// What was last published to a node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PublishedRecord {
+    /// Generation.
+    pub generation: u64,
+    /// [`NodeDesired::content_hash`].
+    pub content_hash: String,
+    /// `issuedAt` of that document (kept so a republish is byte-identical).
+    pub issued_at: String,
+    /// When it was first published, ms since the Unix epoch.
+    pub published_ms: u64,
+}
+
+/// The generation to publish `content_hash` under: `None` when the node already has it
+/// (same content, and no higher generation seen elsewhere), else the next one, above
+/// both the last persisted and the highest seen on the broker (`floor`).
+pub fn next_generation(
+    prev: Option<&PublishedRecord>,
+    content_hash: &str,
+    floor: u64,
+) -> Option<u64> {
+    match prev {
+        Some(p) if p.content_hash == content_hash && p.generation >= floor => None,
+        Some(p) => Some(p.generation.max(floor) + 1),
+        None => Some(floor + 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(files: &[(&str, &str)]) -> SiteDocs {
+        schemas::git::load_site("s1", files.iter().map(|(a, b)| (*a, *b))).expect("valid site")
+    }
+
+    const NODES: &str = "apiVersion: edgefleet.io/v1\nkind: Node\nmetadata:\n  name: n1\n  labels:\n    role: gw\n---\napiVersion: edgefleet.io/v1\nkind: Node\nmetadata:\n  name: n2\n";
+    const WEB: &str = "apiVersion: edgefleet.io/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  nodeSelector:\n    role: gw\n  components:\n    - name: web\n      image: reg/web:1\n";
+    const ALL: &str = "apiVersion: edgefleet.io/v1\nkind: Deployment\nmetadata:\n  name: agent\nspec:\n  components:\n    - name: a\n      image: reg/a:1\n";
+
+    fn rev(c: &str) -> Revision {
+        Revision {
+            commit: c.into(),
+            path: "sites/s1".into(),
+        }
+    }
+
+    #[test]
+    fn selector_and_default_targets() {
+        let docs = site(&[("n.yaml", NODES), ("web.yaml", WEB), ("all.yaml", ALL)]);
+        let inv = inventory(&docs, ["n3"]);
+        assert_eq!(inv.unknown.iter().collect::<Vec<_>>(), vec!["n3"]);
+        let out = render(&docs, &rev("c1"), &inv, &BTreeMap::new());
+        let names = |n: &str| -> Vec<String> {
+            out[n]
+                .deployments
+                .iter()
+                .map(|d| d.name().to_owned())
+                .collect()
+        };
+        assert_eq!(names("n1"), vec!["agent", "web"]);
+        assert_eq!(names("n2"), vec!["agent"]);
+        assert!(!out.contains_key("n3"));
+        let doc = out["n1"].to_state("s1", "n1", 7, "t");
+        assert_eq!(doc.deployments[1].components[0].image, "reg/web:1");
+        assert!(doc.deployments[1].components[0].hash_is_valid());
+        assert_eq!(doc.deployments[1].commit, "c1");
+    }
+
+    #[test]
+    fn auto_enrolment_gives_labels() {
+        let site_doc = "apiVersion: edgefleet.io/v1\nkind: Site\nmetadata:\n  name: s1\nspec:\n  enrollment:\n    auto: true\n    labels:\n      role: gw\n";
+        let docs = site(&[("site.yaml", site_doc), ("web.yaml", WEB)]);
+        let inv = inventory(&docs, ["n9"]);
+        assert!(inv.unknown.is_empty());
+        let out = render(&docs, &rev("c1"), &inv, &BTreeMap::new());
+        assert_eq!(out["n9"].deployments.len(), 1);
+    }
+
+    #[test]
+    fn generation_bumps_only_on_content_change() {
+        let docs = site(&[("n.yaml", NODES), ("all.yaml", ALL)]);
+        let inv = inventory(&docs, []);
+        let a = render(&docs, &rev("c1"), &inv, &BTreeMap::new());
+        let b = render(&docs, &rev("c1"), &inv, &BTreeMap::new());
+        let c = render(&docs, &rev("c2"), &inv, &BTreeMap::new());
+        let ha = a["n1"].content_hash();
+        assert_eq!(ha, b["n1"].content_hash());
+        assert_ne!(ha, c["n1"].content_hash());
+        assert_eq!(next_generation(None, &ha, 0), Some(1));
+        let rec = PublishedRecord {
+            generation: 4,
+            content_hash: ha.clone(),
+            issued_at: String::new(),
+            published_ms: 0,
+        };
+        assert_eq!(next_generation(Some(&rec), &ha, 0), None);
+        assert_eq!(next_generation(Some(&rec), &ha, 4), None);
+        assert_eq!(next_generation(Some(&rec), &ha, 9), Some(10));
+        assert_eq!(
+            next_generation(Some(&rec), &c["n1"].content_hash(), 0),
+            Some(5)
+        );
+        // Same deployment spec across commits: same spec hash, different hash.
+        assert_eq!(
+            a["n1"].deployments[0].spec_hash,
+            c["n1"].deployments[0].spec_hash
+        );
+        assert_ne!(a["n1"].deployments[0].hash, c["n1"].deployments[0].hash);
+    }
+
+    #[test]
+    fn rollback_override_applies_only_to_the_failed_spec() {
+        let docs = site(&[("n.yaml", NODES), ("all.yaml", ALL)]);
+        let inv = inventory(&docs, []);
+        let cur = render(&docs, &rev("c2"), &inv, &BTreeMap::new());
+        let failed = cur["n1"].deployments[0].clone();
+        let mut old = (*failed.spec).clone();
+        old.commit = "c1".into();
+        old.components[0].image = "reg/a:0".into();
+        old.components[0] = old.components[0].clone().with_hash();
+        let mut rb = BTreeMap::new();
+        rb.insert(
+            "n1".to_owned(),
+            BTreeMap::from([(
+                "agent".to_owned(),
+                RollbackOverride {
+                    from_spec_hash: failed.spec_hash.clone(),
+                    to: Dep::new(old),
+                },
+            )]),
+        );
+        let out = render(&docs, &rev("c2"), &inv, &rb);
+        assert_eq!(out["n1"].deployments[0].spec.commit, "c1");
+        assert_eq!(out["n2"].deployments[0].spec.commit, "c2");
+        // Git changes the deployment: the override no longer applies.
+        let changed = ALL.replace("reg/a:1", "reg/a:2");
+        let docs2 = site(&[("n.yaml", NODES), ("all.yaml", &changed)]);
+        let out2 = render(&docs2, &rev("c3"), &inv, &rb);
+        assert_eq!(
+            out2["n1"].deployments[0].spec.components[0].image,
+            "reg/a:2"
+        );
+    }
+}

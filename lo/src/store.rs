@@ -1,0 +1,296 @@
+//! The LO's state directory: one JSON file, `state.json`, written atomically (temp file,
+//! fsync, rename, fsync of the directory), so a crash leaves either the old or the new file.
+//!
+//! It holds what the LO must not forget across restarts: per node the last generation
+//! published and its content hash (generations are never reused), the revision served (so a
+//! restart serves the last good revision even if the branch head is bad), the LO's presence
+//! epoch, and the rollback bookkeeping (last installed version per node and deployment,
+//! rollbacks in force, failures already reported). Deployment specs are stored once by hash.
+//! Why a file and not an embedded database: see `docs/lo.md`.
+
+use crate::policy::RollbackMark;
+use crate::render::{Dep, PublishedRecord, RollbackOverride};
+use schemas::DesiredDeployment;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// State-directory errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Reading or writing failed.
+    #[error("state dir {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `state.json` is not valid.
+    #[error("state file {path} is corrupt: {source}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The revision last served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedRecord {
+    /// Commit id.
+    pub commit: String,
+    /// When the LO started serving it (RFC 3339).
+    pub since: String,
+    /// Unix ms of that moment.
+    #[serde(default)]
+    pub since_ms: u64,
+}
+
+/// A rollback as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackRecord {
+    /// Spec hash of the failed spec.
+    pub from_spec_hash: String,
+    /// Hash of the version rolled back to (key of `specs`).
+    pub to: String,
+    /// Commit that failed.
+    pub failed_commit: String,
+    /// The rolled-back version failed too.
+    pub failed_again: bool,
+}
+
+/// The content of `state.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreData {
+    /// Format version (1).
+    pub version: u32,
+    /// Highest presence epoch the LO used.
+    pub lo_epoch: u64,
+    /// Revision served.
+    pub served: Option<ServedRecord>,
+    /// Per node: the last document published.
+    pub nodes: BTreeMap<String, PublishedRecord>,
+    /// Deployment versions referenced below, by [`Dep::hash`].
+    pub specs: BTreeMap<String, DesiredDeployment>,
+    /// node → deployment → hash of the last version reported installed.
+    pub installed: BTreeMap<String, BTreeMap<String, String>>,
+    /// node → deployment → rollback in force.
+    pub rollbacks: BTreeMap<String, BTreeMap<String, RollbackRecord>>,
+    /// node → deployment → spec hash of a failure already reported (hold).
+    pub held: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// Rollback bookkeeping in memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bookkeeping {
+    /// node → deployment → last installed version.
+    pub installed: BTreeMap<String, BTreeMap<String, Dep>>,
+    /// node → deployment → rollback.
+    pub rollbacks: BTreeMap<String, BTreeMap<String, RollbackMark>>,
+    /// node → deployment → failed spec hash already reported.
+    pub held: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl StoreData {
+    /// Stores the bookkeeping (specs deduplicated by hash).
+    pub fn set_bookkeeping(&mut self, b: &Bookkeeping) {
+        let mut specs = BTreeMap::new();
+        let mut keep = |d: &Dep| {
+            specs
+                .entry(d.hash.clone())
+                .or_insert_with(|| (*d.spec).clone());
+            d.hash.clone()
+        };
+        self.installed = b
+            .installed
+            .iter()
+            .map(|(n, m)| {
+                (
+                    n.clone(),
+                    m.iter().map(|(k, d)| (k.clone(), keep(d))).collect(),
+                )
+            })
+            .collect();
+        self.rollbacks = b
+            .rollbacks
+            .iter()
+            .map(|(n, m)| {
+                let m = m
+                    .iter()
+                    .map(|(k, r)| {
+                        (
+                            k.clone(),
+                            RollbackRecord {
+                                from_spec_hash: r.over.from_spec_hash.clone(),
+                                to: keep(&r.over.to),
+                                failed_commit: r.failed_commit.clone(),
+                                failed_again: r.failed_again,
+                            },
+                        )
+                    })
+                    .collect();
+                (n.clone(), m)
+            })
+            .collect();
+        self.held = b.held.clone();
+        self.specs = specs;
+    }
+
+    /// The bookkeeping (entries whose spec is missing are dropped).
+    pub fn bookkeeping(&self) -> Bookkeeping {
+        let deps: BTreeMap<&String, Dep> = self
+            .specs
+            .iter()
+            .map(|(h, s)| (h, Dep::new(s.clone())))
+            .collect();
+        Bookkeeping {
+            installed: self
+                .installed
+                .iter()
+                .map(|(n, m)| {
+                    let m = m
+                        .iter()
+                        .filter_map(|(k, h)| deps.get(h).map(|d| (k.clone(), d.clone())))
+                        .collect();
+                    (n.clone(), m)
+                })
+                .collect(),
+            rollbacks: self
+                .rollbacks
+                .iter()
+                .map(|(n, m)| {
+                    let m = m
+                        .iter()
+                        .filter_map(|(k, r)| {
+                            deps.get(&r.to).map(|d| {
+                                (
+                                    k.clone(),
+                                    RollbackMark {
+                                        over: RollbackOverride {
+                                            from_spec_hash: r.from_spec_hash.clone(),
+                                            to: d.clone(),
+                                        },
+                                        failed_commit: r.failed_commit.clone(),
+                                        failed_again: r.failed_again,
+                                    },
+                                )
+                            })
+                        })
+                        .collect();
+                    (n.clone(), m)
+                })
+                .collect(),
+            held: self.held.clone(),
+        }
+    }
+}
+
+/// The state directory.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    /// The data; call [`Store::save`] after changing it.
+    pub data: StoreData,
+}
+
+impl Store {
+    /// Opens (creating) the state directory and loads `state.json` if present.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join("state.json");
+        let data = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
+                path: path.clone(),
+                source,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StoreData {
+                version: 1,
+                ..StoreData::default()
+            },
+            Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        Ok(Store {
+            dir: dir.to_owned(),
+            data,
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `state.json` atomically and durably.
+    pub fn save(&self) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(&self.data).map_err(|source| StoreError::Corrupt {
+            path: self.dir.join("state.json"),
+            source,
+        })?;
+        write_atomic(&self.dir, "state.json", &bytes)
+    }
+}
+
+/// Writes `dir/name` via a temporary file, fsync and rename, then fsyncs the directory.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let target = dir.join(name);
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StoreError::Io { path, source }
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, &target).map_err(io(&target))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        // Directory fsync makes the rename durable; not supported everywhere.
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Store::open(dir.path()).expect("open");
+        s.data.nodes.insert(
+            "n1".into(),
+            PublishedRecord {
+                generation: 7,
+                content_hash: "h".into(),
+                issued_at: "t".into(),
+                published_ms: 1,
+            },
+        );
+        let dep = Dep::new(DesiredDeployment {
+            name: "web".into(),
+            commit: "c1".into(),
+            policy: Default::default(),
+            components: vec![],
+        });
+        let mut b = Bookkeeping::default();
+        b.installed
+            .entry("n1".into())
+            .or_default()
+            .insert("web".into(), dep.clone());
+        s.data.set_bookkeeping(&b);
+        s.save().expect("save");
+        let again = Store::open(dir.path()).expect("reopen");
+        assert_eq!(again.data.nodes["n1"].generation, 7);
+        assert_eq!(again.data.bookkeeping(), b);
+    }
+}

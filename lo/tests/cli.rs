@@ -1,0 +1,101 @@
+//! `lo validate` and `lo plan` as a person runs them: exit codes and output.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use schemas::NodeChannel;
+use std::process::Command;
+use std::time::Duration;
+
+fn lo(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lo"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn good_repo() -> Repo {
+    let repo = Repo::new();
+    repo.commit(
+        &[
+            ("sites/s1/n.yaml", Some(&node_doc("n1", "    role: gw\n"))),
+            ("sites/s1/a.yaml", Some(&deployment_doc("a", "reg/a:1", ""))),
+        ],
+        "one",
+    );
+    repo
+}
+
+#[test]
+fn validate_exit_codes() {
+    let repo = good_repo();
+    let p = repo.path().to_string_lossy().into_owned();
+    let (code, out, _) = lo(&["validate", "--repo", &p, "--site", "s1"]);
+    assert_eq!(code, 0, "{out}");
+    std::fs::write(repo.path().join("sites/s1/bad.yaml"), "apiVersion: edgefleet.io/v1\nkind: Deployment\nmetadata:\n  name: b\nspec:\n  components:\n    - name: x\n      imagee: y\n").unwrap();
+    let (code, _, err) = lo(&["validate", "--repo", &p, "--site", "s1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("sites/s1/bad.yaml:"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_exit_codes_against_nothing_and_against_a_converged_broker() {
+    let repo = good_repo();
+    let p = repo.path().to_string_lossy().into_owned();
+    let (code, out, err) = lo(&["plan", "--repo", &p, "--site", "s1"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("+ install a"), "{out}");
+    let (code, out, _) = lo(&["plan", "--repo", &p, "--site", "s1", "--format", "json"]);
+    assert_eq!(code, 2);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["nodes"][0]["deployments"][0]["action"], "install");
+
+    // Against a broker where n1 runs exactly this: no changes.
+    let broker = start_broker();
+    let state = tempfile::tempdir().unwrap();
+    let running = Lo::start(lo_config(repo.path(), state.path(), broker.connect_addr())).await;
+    let t = schemas::Topics::default();
+    let node = Client::connect(broker.connect_addr(), "n1", None).await;
+    node.client
+        .subscribe(
+            t.node(SITE, "n1", NodeChannel::Desired),
+            rumqttc::QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+    let doc = wait_until("doc", Duration::from_secs(20), || node.last_desired("n1")).await;
+    node.publish(
+        t.node(SITE, "n1", NodeChannel::Online),
+        true,
+        presence(true, 1),
+    )
+    .await;
+    node.publish(
+        t.node(SITE, "n1", NodeChannel::Status),
+        true,
+        serde_json::to_vec(&status_for(&doc, None)).unwrap(),
+    )
+    .await;
+    wait_until("converged", Duration::from_secs(20), || {
+        running
+            .status()
+            .filter(|s| s.nodes.iter().any(|n| n.converged))
+    })
+    .await;
+    let url = format!("mqtt://{}", broker.connect_addr());
+    let p2 = p.clone();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        lo(&["plan", "--repo", &p2, "--site", "s1", "--broker", &url])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("noop a"), "{out}");
+    running.stop().await;
+}
