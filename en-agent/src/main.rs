@@ -1,1 +1,169 @@
-fn main() {}
+//! `en-agent`: thin binary edge — flags, config, logging, signals, then [`en_agent::run`].
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use en_agent::runtime::docker::DockerRuntime;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(name = "en-agent", about = "edgefleet edge-node agent", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent (defaults < --config file < EN_* environment < flags).
+    Run(Box<RunArgs>),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// TOML config file (see en-agent.example.toml).
+    #[arg(long, short = 'c', env = "EN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Site name.
+    #[arg(long)]
+    site: Option<String>,
+    /// Node name.
+    #[arg(long)]
+    node: Option<String>,
+    /// mqtt://[user:pass@]host:port or mqtts://…
+    #[arg(long)]
+    broker: Option<String>,
+    /// State directory.
+    #[arg(long)]
+    state_dir: Option<String>,
+    /// Docker socket (unix:///var/run/docker.sock).
+    #[arg(long)]
+    docker_host: Option<String>,
+    /// Topic root.
+    #[arg(long)]
+    topic_root: Option<String>,
+    /// Heartbeat interval (e.g. 10s).
+    #[arg(long)]
+    heartbeat: Option<String>,
+    /// Resync interval (e.g. 30s).
+    #[arg(long)]
+    resync: Option<String>,
+    /// Base64 ed25519 key desired documents must be signed with.
+    #[arg(long)]
+    public_key: Option<String>,
+    /// Other settings as key=value (any config file key).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn flags(args: &RunArgs) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut m = BTreeMap::new();
+    for (k, v) in [
+        ("site", &args.site),
+        ("node", &args.node),
+        ("broker", &args.broker),
+        ("state_dir", &args.state_dir),
+        ("docker_host", &args.docker_host),
+        ("topic_root", &args.topic_root),
+        ("heartbeat", &args.heartbeat),
+        ("resync", &args.resync),
+        ("public_key", &args.public_key),
+    ] {
+        if let Some(v) = v {
+            m.insert(k.to_owned(), v.clone());
+        }
+    }
+    for kv in &args.set {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--set {kv}: expected KEY=VALUE"))?;
+        m.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    Ok(m)
+}
+
+async fn shutdown_signal(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down (containers keep running)");
+    token.cancel();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Command::Version => {
+            println!("en-agent {}", en_agent::agent::VERSION);
+            return Ok(());
+        }
+        Command::Run(args) => args,
+    };
+    init_logging(args.log_format);
+    let file = match &args.config {
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        None => None,
+    };
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = en_agent::resolve(file.as_deref(), &env, &flags(&args)?)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let docker = DockerRuntime::new(&config.docker_host, config.disk_path.clone())?;
+        tracing::info!(
+            site = %config.site,
+            node = %config.node,
+            broker = %config.broker.as_ref().map_or("none (offline)".to_owned(), ToString::to_string),
+            state_dir = %config.state_dir.display(),
+            version = en_agent::agent::VERSION,
+            "en-agent starting"
+        );
+        let token = CancellationToken::new();
+        tokio::spawn(shutdown_signal(token.clone()));
+        en_agent::run(config, Arc::new(docker), token).await?;
+        Ok(())
+    })
+}

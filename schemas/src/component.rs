@@ -129,8 +129,9 @@ pub struct VolumeMount {
 #[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum VolumeKind {
-    /// A Docker named volume. The agent names it `<deployment>_<source>`, like compose
-    /// prefixes volumes with the project name.
+    /// A Docker named volume. The agent names it `<node>_<deployment>_<source>`, like
+    /// compose prefixes volumes with the project name (the node keeps agents that share
+    /// one engine apart).
     Volume,
     /// A host path.
     Bind,

@@ -1,0 +1,417 @@
+//! One agent instance: the convergence loop, the engine-change watcher and (when a
+//! broker is configured) the MQTT session. No globals: a process may run many.
+
+use crate::config::Config;
+use crate::plan::{Identity, Observed, Plan};
+use crate::reconcile::{Outcome, ReconcileSettings, Reconciler};
+use crate::report;
+use crate::runtime::ContainerRuntime;
+use crate::store::{Accepted, Store, StoreError};
+use futures_util::StreamExt;
+use schemas::wire::{error_code, AgentInfo, ErrorInfo, Event, NodeStatus};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The agent's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Why an agent could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The state directory is unusable.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The configured public key is unusable.
+    #[error("public key: {0}")]
+    Key(String),
+    /// The MQTT client could not be set up.
+    #[error("mqtt: {0}")]
+    Mqtt(String),
+    /// A task panicked or was cancelled.
+    #[error("agent task failed: {0}")]
+    Join(String),
+}
+
+/// Counters of one agent (read them for metrics and tests).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Desired documents accepted and applied.
+    pub documents_accepted: AtomicU64,
+    /// Desired documents refused (malformed, foreign, stale, unsigned …).
+    pub documents_rejected: AtomicU64,
+    /// Engine actions executed.
+    pub actions: AtomicU64,
+    /// Engine actions that failed.
+    pub action_failures: AtomicU64,
+    /// Successful broker sessions.
+    pub mqtt_sessions: AtomicU64,
+    /// Status reports published.
+    pub status_published: AtomicU64,
+    /// Events dropped (offline queue full or lagging).
+    pub events_dropped: AtomicU64,
+}
+
+impl Counters {
+    /// Reads a counter.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Incoming desired documents, bounded (oldest dropped), with a wake-up.
+#[derive(Debug, Default)]
+pub(crate) struct Inbox {
+    queue: Mutex<VecDeque<Vec<u8>>>,
+    notify: Notify,
+}
+
+impl Inbox {
+    const CAP: usize = 8;
+
+    pub(crate) fn push(&self, bytes: Vec<u8>) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= Self::CAP {
+            q.pop_front();
+        }
+        q.push_back(bytes);
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    fn pop(&self) -> Option<Vec<u8>> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+    }
+}
+
+/// A running agent.
+#[derive(Debug)]
+pub struct AgentHandle {
+    status: watch::Receiver<Option<NodeStatus>>,
+    events: broadcast::Sender<Event>,
+    inbox: Arc<Inbox>,
+    counters: Arc<Counters>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl AgentHandle {
+    /// The latest status (published or not), `None` before the first observation.
+    pub fn status(&self) -> watch::Receiver<Option<NodeStatus>> {
+        self.status.clone()
+    }
+
+    /// Events from now on.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// Hands a desired document to the agent as if it came from the broker.
+    pub fn submit_desired(&self, bytes: Vec<u8>) {
+        self.inbox.push(bytes);
+    }
+
+    /// Waits until `pred` holds for the status, up to `timeout`; returns the status.
+    pub async fn wait_status(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&NodeStatus) -> bool,
+    ) -> Option<NodeStatus> {
+        let mut rx = self.status.clone();
+        let fut = async {
+            loop {
+                if let Some(s) = rx.borrow_and_update().as_ref() {
+                    if pred(s) {
+                        return Some(s.clone());
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, fut).await.ok().flatten()
+    }
+
+    /// Waits for every task to end (after the shutdown token was cancelled).
+    pub async fn wait(mut self) -> Result<(), AgentError> {
+        while let Some(r) = self.tasks.join_next().await {
+            r.map_err(|e| AgentError::Join(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Starts an agent: converges from the state directory at once, with or without a broker.
+pub fn spawn(
+    config: Config,
+    runtime: Arc<dyn ContainerRuntime>,
+    shutdown: CancellationToken,
+) -> Result<AgentHandle, AgentError> {
+    let key = match config.public_key()? {
+        Some(k) => Some(
+            schemas::sign::verifying_key_from_base64(&k)
+                .map_err(|e| AgentError::Key(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let store = Store::open(&config.state_dir, &config.site, &config.node, key)?;
+    let started = Instant::now();
+    let (status_tx, status_rx) = watch::channel(None);
+    // Small: the publisher drains it at once; a fleet simulator runs thousands of agents.
+    let (events_tx, _) = broadcast::channel(64);
+    let inbox = Arc::new(Inbox::default());
+    let counters = Arc::new(Counters::default());
+    let changes = Arc::new(Notify::new());
+    let mut tasks = tokio::task::JoinSet::new();
+
+    let mut identity = Identity::new(&config.site, &config.node);
+    if let Some(p) = &config.container_prefix {
+        identity.prefix = p.clone();
+    }
+    let reconciler = Reconciler::new(
+        runtime.clone(),
+        identity,
+        ReconcileSettings {
+            stop_timeout: config.stop_timeout,
+            disk_reserve_bytes: config.disk_reserve_bytes,
+        },
+    );
+    tasks.spawn(watch_changes(runtime, changes.clone(), shutdown.clone()));
+    if let Some(broker) = config.broker.clone() {
+        let session = crate::mqtt::Session::new(
+            &config,
+            broker,
+            store.dir().to_owned(),
+            inbox.clone(),
+            status_rx.clone(),
+            events_tx.subscribe(),
+            counters.clone(),
+            started,
+        )
+        .map_err(AgentError::Mqtt)?;
+        tasks.spawn(session.run(shutdown.clone()));
+    }
+    let core = Core {
+        store,
+        reconciler,
+        inbox: inbox.clone(),
+        changes,
+        status_tx,
+        events_tx: events_tx.clone(),
+        counters: counters.clone(),
+        resync: config.resync,
+        started,
+        rejected: None,
+        event_seq: 0,
+        last_states: report::StateMap::new(),
+    };
+    tasks.spawn(core.run(shutdown));
+    Ok(AgentHandle {
+        status: status_rx,
+        events: events_tx,
+        inbox,
+        counters,
+        tasks,
+    })
+}
+
+/// Runs an agent until `shutdown` is cancelled. Containers keep running afterwards.
+pub async fn run(
+    config: Config,
+    runtime: Arc<dyn ContainerRuntime>,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    spawn(config, runtime, shutdown)?.wait().await
+}
+
+/// Turns the engine's change stream into wake-ups; reopens it when it ends.
+async fn watch_changes(
+    runtime: Arc<dyn ContainerRuntime>,
+    changes: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut failures = 0u32;
+    loop {
+        let mut stream = runtime.changes();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                item = stream.next() => match item {
+                    Some(Ok(())) => { failures = 0; changes.notify_one() }
+                    Some(Err(e)) => { tracing::debug!(error = %e, "engine event stream failed"); break }
+                    None => break,
+                }
+            }
+        }
+        failures += 1;
+        // Something may have changed while the stream was down: resync.
+        changes.notify_one();
+        let delay =
+            crate::plan::backoff(500, failures, fastrand::f64()).min(Duration::from_secs(30));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+struct Core {
+    store: Store,
+    reconciler: Reconciler,
+    inbox: Arc<Inbox>,
+    changes: Arc<Notify>,
+    status_tx: watch::Sender<Option<NodeStatus>>,
+    events_tx: broadcast::Sender<Event>,
+    counters: Arc<Counters>,
+    resync: Duration,
+    started: Instant,
+    rejected: Option<ErrorInfo>,
+    event_seq: u64,
+    last_states: report::StateMap,
+}
+
+impl Core {
+    fn take_desired(&mut self) {
+        while let Some(bytes) = self.inbox.pop() {
+            match self.store.accept(&bytes) {
+                Ok(Ok(Accepted::New)) => {
+                    bump(&self.counters.documents_accepted);
+                    self.rejected = None;
+                    tracing::info!(
+                        generation = self.store.generation(),
+                        "applying desired document"
+                    );
+                }
+                Ok(Ok(Accepted::Unchanged)) => {
+                    tracing::debug!(
+                        generation = self.store.generation(),
+                        "desired document unchanged"
+                    );
+                }
+                Ok(Err(rejection)) => {
+                    bump(&self.counters.documents_rejected);
+                    tracing::warn!(reason = %rejection, applied_generation = self.store.generation(), "rejected desired document");
+                    self.rejected =
+                        Some(ErrorInfo::new(error_code::REJECTED, rejection.to_string()));
+                }
+                Err(e) => {
+                    // Not persisted, so not applied: the broker's retained copy comes back.
+                    bump(&self.counters.documents_rejected);
+                    tracing::error!(error = %e, "cannot persist desired document, not applying it");
+                    self.rejected = Some(ErrorInfo::new(error_code::INTERNAL, e.to_string()));
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self, plan: &Plan, observed: &Observed) {
+        let status = report::build_status(
+            &self.reconciler.identity,
+            self.store.current(),
+            plan,
+            observed,
+            &self.reconciler.runtime_info,
+            AgentInfo {
+                version: VERSION.to_owned(),
+                uptime_s: self.started.elapsed().as_secs(),
+            },
+            self.rejected.clone(),
+            schemas::now_rfc3339(),
+        );
+        let events = report::diff_events(
+            &self.last_states,
+            &status,
+            plan,
+            &mut self.event_seq,
+            &status.reported_at,
+        );
+        self.last_states = report::states_of(&status);
+        for e in events {
+            tracing::info!(deployment = %e.deployment, component = e.component.as_deref().unwrap_or("-"), from = e.from.map_or("-", |s| s.as_str()), to = %e.to, reason = %e.reason, "state transition");
+            let _ = self.events_tx.send(e);
+        }
+        let changed = self.status_tx.borrow().as_ref().map(report::comparable)
+            != Some(report::comparable(&status));
+        if changed {
+            self.status_tx.send_replace(Some(status));
+        }
+    }
+
+    async fn run(mut self, shutdown: CancellationToken) {
+        let mut plan = Plan::default();
+        let mut observed = Observed::default();
+        let mut unreachable = 0u32;
+        let mut burst = 0u32;
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            self.take_desired();
+            let now = Instant::now();
+            let desired = self.store.current();
+            let mut wake = now + self.resync;
+            match self.reconciler.observe(desired).await {
+                Ok(o) => {
+                    unreachable = 0;
+                    observed = o;
+                    plan = self.reconciler.plan(desired, &observed, now.into_std());
+                }
+                Err(e) => {
+                    unreachable += 1;
+                    if unreachable == 1 {
+                        tracing::warn!(error = %e, "cannot observe the container engine");
+                    }
+                    plan.actions.clear();
+                    wake = now
+                        + crate::plan::backoff(1_000, unreachable, fastrand::f64())
+                            .min(Duration::from_secs(30));
+                }
+            }
+            let desired = self.store.current().cloned();
+            self.publish(&plan, &observed);
+            if let Some(action) = plan.actions.first() {
+                burst += 1;
+                if burst > 200 {
+                    // A plan that keeps acting without settling: never spin.
+                    tracing::warn!(?action, "convergence is not settling, slowing down");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                bump(&self.counters.actions);
+                let outcome = self
+                    .reconciler
+                    .execute(action, desired.as_ref(), Instant::now().into_std())
+                    .await;
+                if !matches!(outcome, Outcome::Done) {
+                    bump(&self.counters.action_failures);
+                }
+                continue;
+            }
+            burst = 0;
+            if let Some(w) = plan.wake_at {
+                wake = wake.min(Instant::from_std(w));
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.inbox.notify.notified() => {}
+                _ = self.changes.notified() => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+}

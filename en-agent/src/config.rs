@@ -1,0 +1,347 @@
+//! Configuration: defaults < file (TOML) < environment (`EN_…`) < flags.
+//!
+//! [`resolve`] is a pure function over the three layers, each a map of key → text, so
+//! tests never touch the process environment. Keys are the snake_case names of
+//! [`KEYS`]; the environment variable of a key is `EN_` + its upper-case name
+//! (`state_dir` → `EN_STATE_DIR`).
+
+use crate::agent::AgentError;
+use schemas::BrokerUrl;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Every configuration key.
+pub const KEYS: &[&str] = &[
+    "site",
+    "node",
+    "broker",
+    "client_id",
+    "topic_root",
+    "state_dir",
+    "docker_host",
+    "heartbeat",
+    "resync",
+    "status_debounce",
+    "keep_alive",
+    "public_key",
+    "public_key_file",
+    "tls_ca_file",
+    "max_packet_size",
+    "container_prefix",
+    "disk_reserve_mb",
+    "disk_path",
+    "stop_timeout",
+];
+
+/// The resolved configuration of one agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Site name.
+    pub site: String,
+    /// Node name.
+    pub node: String,
+    /// Broker; `None` runs offline (converges from the state directory only).
+    pub broker: Option<BrokerUrl>,
+    /// MQTT client id (default `en-<site>-<node>`).
+    pub client_id: Option<String>,
+    /// Topic root (default `fleet`).
+    pub topic_root: String,
+    /// State directory (default `/var/lib/edgefleet`).
+    pub state_dir: PathBuf,
+    /// Docker endpoint (default `unix:///var/run/docker.sock`).
+    pub docker_host: String,
+    /// Heartbeat interval (default 10 s).
+    pub heartbeat: Duration,
+    /// Periodic resync (default 30 s).
+    pub resync: Duration,
+    /// Status debounce (default 250 ms).
+    pub status_debounce: Duration,
+    /// MQTT keep-alive (default 30 s).
+    pub keep_alive: Duration,
+    /// ed25519 public key (base64) that desired documents must be signed with.
+    pub public_key: Option<String>,
+    /// File holding that key.
+    pub public_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) for `mqtts://`; default: the system store.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Largest MQTT packet in and out (default 1 MiB).
+    pub max_packet_size: usize,
+    /// Prefix of container and network names (default `ef-<node>`).
+    pub container_prefix: Option<String>,
+    /// Free disk to keep after a pull (default 256 MiB).
+    pub disk_reserve_bytes: u64,
+    /// Where to measure free disk (default: Docker's data root).
+    pub disk_path: Option<PathBuf>,
+    /// Grace before SIGKILL when stopping a container (default 10 s).
+    pub stop_timeout: Duration,
+}
+
+impl Config {
+    /// Defaults for `site`/`node`, offline.
+    pub fn new(site: &str, node: &str) -> Self {
+        Config {
+            site: site.to_owned(),
+            node: node.to_owned(),
+            broker: None,
+            client_id: None,
+            topic_root: schemas::topic::DEFAULT_ROOT.to_owned(),
+            state_dir: PathBuf::from("/var/lib/edgefleet"),
+            docker_host: "unix:///var/run/docker.sock".to_owned(),
+            heartbeat: Duration::from_secs(10),
+            resync: Duration::from_secs(30),
+            status_debounce: Duration::from_millis(250),
+            keep_alive: Duration::from_secs(30),
+            public_key: None,
+            public_key_file: None,
+            tls_ca_file: None,
+            max_packet_size: 1 << 20,
+            container_prefix: None,
+            disk_reserve_bytes: 256 << 20,
+            disk_path: None,
+            stop_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The public key text, from `public_key` or `public_key_file`.
+    pub fn public_key(&self) -> Result<Option<String>, AgentError> {
+        if let Some(k) = &self.public_key {
+            return Ok(Some(k.clone()));
+        }
+        match &self.public_key_file {
+            Some(p) => std::fs::read_to_string(p)
+                .map(|s| Some(s.trim().to_owned()))
+                .map_err(|e| AgentError::Key(format!("{}: {e}", p.display()))),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is not valid TOML or holds a non-scalar value.
+    #[error("config file: {0}")]
+    File(String),
+    /// A key no version knows (typo protection).
+    #[error("unknown config key {0:?}")]
+    UnknownKey(String),
+    /// A required key is missing.
+    #[error("missing {0} (config file key, EN_{1} or --{2})")]
+    Missing(&'static str, String, String),
+    /// A value does not parse.
+    #[error("invalid {key}: {reason}")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Parses a TOML config file into a layer.
+pub fn file_layer(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::File(e.to_string()))?;
+    let mut out = BTreeMap::new();
+    for (k, v) in table {
+        if !KEYS.contains(&k.as_str()) {
+            return Err(ConfigError::UnknownKey(k));
+        }
+        let s = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(ConfigError::File(format!(
+                    "{k}: unsupported value {other:?}"
+                )))
+            }
+        };
+        out.insert(k, s);
+    }
+    Ok(out)
+}
+
+/// Picks the `EN_…` variables of the environment map into a layer.
+pub fn env_layer(env: &HashMap<String, String>) -> BTreeMap<String, String> {
+    KEYS.iter()
+        .filter_map(|k| {
+            env.get(&format!("EN_{}", k.to_uppercase()))
+                .map(|v| ((*k).to_owned(), v.clone()))
+        })
+        .collect()
+}
+
+fn duration(key: &str, v: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(v).map_err(|e| ConfigError::Invalid {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn number<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    v.parse().map_err(|e: T::Err| ConfigError::Invalid {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Resolves defaults < file < env < flags. `flags` use the same keys as the file.
+pub fn resolve(
+    file: Option<&str>,
+    env: &HashMap<String, String>,
+    flags: &BTreeMap<String, String>,
+) -> Result<Config, ConfigError> {
+    let mut m = match file {
+        Some(text) => file_layer(text)?,
+        None => BTreeMap::new(),
+    };
+    m.extend(env_layer(env));
+    for (k, v) in flags {
+        if !KEYS.contains(&k.as_str()) {
+            return Err(ConfigError::UnknownKey(k.clone()));
+        }
+        m.insert(k.clone(), v.clone());
+    }
+    let required = |k: &'static str| {
+        m.get(k)
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .ok_or_else(|| ConfigError::Missing(k, k.to_uppercase(), k.replace('_', "-")))
+    };
+    let site = required("site")?;
+    let node = required("node")?;
+    for (k, v) in [("site", &site), ("node", &node)] {
+        schemas::validate_name(v).map_err(|e| ConfigError::Invalid {
+            key: k.to_owned(),
+            reason: e.to_string(),
+        })?;
+    }
+    let mut c = Config::new(&site, &node);
+    for (k, v) in &m {
+        let v = v.as_str();
+        match k.as_str() {
+            "broker" if !v.is_empty() => {
+                c.broker =
+                    Some(
+                        v.parse()
+                            .map_err(|e: schemas::BrokerUrlError| ConfigError::Invalid {
+                                key: k.clone(),
+                                reason: e.to_string(),
+                            })?,
+                    )
+            }
+            "client_id" => c.client_id = Some(v.to_owned()),
+            "topic_root" => c.topic_root = v.to_owned(),
+            "state_dir" => c.state_dir = PathBuf::from(v),
+            "docker_host" => c.docker_host = v.to_owned(),
+            "heartbeat" => c.heartbeat = duration(k, v)?,
+            "resync" => c.resync = duration(k, v)?,
+            "status_debounce" => c.status_debounce = duration(k, v)?,
+            "keep_alive" => c.keep_alive = duration(k, v)?,
+            "stop_timeout" => c.stop_timeout = duration(k, v)?,
+            "public_key" => c.public_key = Some(v.to_owned()),
+            "public_key_file" => c.public_key_file = Some(PathBuf::from(v)),
+            "tls_ca_file" => c.tls_ca_file = Some(PathBuf::from(v)),
+            "max_packet_size" => c.max_packet_size = number(k, v)?,
+            "container_prefix" => c.container_prefix = Some(v.to_owned()),
+            "disk_reserve_mb" => c.disk_reserve_bytes = number::<u64>(k, v)? << 20,
+            "disk_path" => c.disk_path = Some(PathBuf::from(v)),
+            _ => {}
+        }
+    }
+    if c.resync.is_zero() || c.heartbeat.is_zero() {
+        return Err(ConfigError::Invalid {
+            key: "heartbeat/resync".into(),
+            reason: "must be greater than zero".into(),
+        });
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_when_only_identity_is_given() {
+        let c = resolve(
+            None,
+            &HashMap::new(),
+            &flags(&[("site", "s"), ("node", "n")]),
+        )
+        .expect("config");
+        assert_eq!(c, Config::new("s", "n"));
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/edgefleet"));
+        assert_eq!(c.heartbeat, Duration::from_secs(10));
+        assert!(c.broker.is_none());
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let file = r#"
+            site = "file-site"
+            node = "file-node"
+            heartbeat = "20s"
+            max_packet_size = 2048
+            broker = "mqtt://file:1883"
+        "#;
+        let env: HashMap<String, String> = [
+            ("EN_NODE", "env-node"),
+            ("EN_HEARTBEAT", "5s"),
+            ("PATH", "/bin"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let c = resolve(Some(file), &env, &flags(&[("heartbeat", "1s")])).expect("config");
+        assert_eq!(c.site, "file-site");
+        assert_eq!(c.node, "env-node");
+        assert_eq!(c.heartbeat, Duration::from_secs(1));
+        assert_eq!(c.max_packet_size, 2048);
+        assert_eq!(c.broker.map(|b| b.port), Some(1883));
+    }
+
+    #[test]
+    fn bad_values_and_unknown_keys_are_refused() {
+        let env = HashMap::new();
+        assert!(matches!(
+            resolve(Some("sit = \"x\""), &env, &BTreeMap::new()),
+            Err(ConfigError::UnknownKey(_))
+        ));
+        assert!(matches!(
+            resolve(None, &env, &flags(&[("node", "n")])),
+            Err(ConfigError::Missing("site", ..))
+        ));
+        assert!(matches!(
+            resolve(
+                None,
+                &env,
+                &flags(&[("site", "s"), ("node", "n"), ("heartbeat", "soon")])
+            ),
+            Err(ConfigError::Invalid { .. })
+        ));
+        assert!(matches!(
+            resolve(None, &env, &flags(&[("site", "s"), ("node", "a/b")])),
+            Err(ConfigError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn example_config_file_parses() {
+        let text = include_str!("../../en-agent.example.toml");
+        let c = resolve(Some(text), &HashMap::new(), &BTreeMap::new()).expect("example parses");
+        assert_eq!(c.topic_root, "fleet");
+    }
+}

@@ -1,0 +1,454 @@
+//! The MQTT session: presence with a persisted epoch and a Last Will, the `desired`
+//! subscription, and the reports (`status` retained and debounced, `events`, `heartbeat`).
+//!
+//! Two tasks: the poll loop owns rumqttc's event loop and never blocks (it only pushes
+//! received documents into the agent's inbox); the publisher owns the client and only
+//! uses `try_publish`, so a full request channel drops a message instead of stalling. A
+//! status is a full snapshot, so a dropped one is simply sent again. After every CONNACK
+//! the publisher republishes presence, resubscribes and publishes the full status
+//! (rumqttc neither resubscribes nor keeps unacked QoS 1 messages across sessions).
+
+use crate::agent::{Counters, Inbox, VERSION};
+use crate::config::Config;
+use crate::report;
+use crate::store::write_atomic;
+use rumqttc::{AsyncClient, Event as MqttEvent, LastWill, MqttOptions, Packet, QoS};
+use schemas::wire::{Event, Heartbeat, HeartbeatSchema, NodeStatus, Presence, PresenceSchema};
+use schemas::{BrokerUrl, NodeChannel, Topics};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const OFFLINE_EVENTS: usize = 256;
+
+/// One agent's broker session.
+pub struct Session {
+    client: AsyncClient,
+    eventloop: rumqttc::EventLoop,
+    topics: Topics,
+    site: String,
+    node: String,
+    state_dir: PathBuf,
+    inbox: Arc<Inbox>,
+    status_rx: watch::Receiver<Option<NodeStatus>>,
+    events_rx: broadcast::Receiver<Event>,
+    counters: Arc<Counters>,
+    started: Instant,
+    heartbeat: Duration,
+    debounce: Duration,
+    epoch: u64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("site", &self.site)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+fn presence(online: bool, epoch: u64) -> Vec<u8> {
+    serde_json::to_vec(&Presence {
+        schema: PresenceSchema::V1,
+        online,
+        epoch,
+        version: Some(VERSION.to_owned()),
+    })
+    .unwrap_or_default()
+}
+
+fn load_epoch(dir: &std::path::Path) -> u64 {
+    std::fs::read_to_string(dir.join("epoch"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+impl Session {
+    /// Prepares the client (nothing is connected yet).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        config: &Config,
+        broker: BrokerUrl,
+        state_dir: PathBuf,
+        inbox: Arc<Inbox>,
+        status_rx: watch::Receiver<Option<NodeStatus>>,
+        events_rx: broadcast::Receiver<Event>,
+        counters: Arc<Counters>,
+        started: Instant,
+    ) -> Result<Self, String> {
+        let topics = Topics::new(&config.topic_root);
+        let client_id = config
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("en-{}-{}", config.site, config.node));
+        let mut opts = MqttOptions::new(client_id, broker.host.clone(), broker.port);
+        opts.set_keep_alive(config.keep_alive);
+        opts.set_clean_session(true);
+        opts.set_max_packet_size(config.max_packet_size, config.max_packet_size);
+        if let Some(user) = &broker.username {
+            opts.set_credentials(user.clone(), broker.password.clone().unwrap_or_default());
+        }
+        if broker.tls {
+            opts.set_transport(tls_transport(config)?);
+        }
+        // The first session uses the stored epoch + 1; it is persisted at CONNACK.
+        let epoch = load_epoch(&state_dir) + 1;
+        opts.set_last_will(LastWill::new(
+            topics.node(&config.site, &config.node, NodeChannel::Online),
+            presence(false, epoch),
+            QoS::AtLeastOnce,
+            true,
+        ));
+        let (client, eventloop) = AsyncClient::new(opts, 256);
+        Ok(Session {
+            client,
+            eventloop,
+            topics,
+            site: config.site.clone(),
+            node: config.node.clone(),
+            state_dir,
+            inbox,
+            status_rx,
+            events_rx,
+            counters,
+            started,
+            heartbeat: config.heartbeat,
+            debounce: config.status_debounce,
+            epoch,
+        })
+    }
+
+    /// Runs until `shutdown`; then publishes `online: false` and disconnects.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Session {
+            client,
+            eventloop,
+            topics,
+            site,
+            node,
+            state_dir,
+            inbox,
+            status_rx,
+            events_rx,
+            counters,
+            started,
+            heartbeat,
+            debounce,
+            epoch,
+        } = self;
+        let desired_topic = topics.node(&site, &node, NodeChannel::Desired);
+        let online_topic = topics.node(&site, &node, NodeChannel::Online);
+        // Session number and epoch; 0 = disconnected.
+        let (session_tx, session_rx) = watch::channel((0u64, 0u64));
+        let poll_stop = CancellationToken::new();
+        let poll = tokio::spawn(poll_loop(
+            eventloop,
+            PollCtx {
+                desired_topic: desired_topic.clone(),
+                online_topic: online_topic.clone(),
+                state_dir,
+                inbox,
+                session_tx,
+                epoch,
+                counters: counters.clone(),
+                stop: poll_stop.clone(),
+            },
+        ));
+        let publisher = Publisher {
+            client: client.clone(),
+            status_topic: topics.node(&site, &node, NodeChannel::Status),
+            events_topic: topics.node(&site, &node, NodeChannel::Events),
+            heartbeat_topic: topics.node(&site, &node, NodeChannel::Heartbeat),
+            desired_topic,
+            online_topic,
+            counters,
+            started,
+        };
+        publisher
+            .run(
+                session_rx, status_rx, events_rx, heartbeat, debounce, shutdown,
+            )
+            .await;
+        // Let the poll loop flush the offline presence and the DISCONNECT.
+        if tokio::time::timeout(Duration::from_secs(3), poll)
+            .await
+            .is_err()
+        {
+            poll_stop.cancel();
+        }
+        drop(client);
+    }
+}
+
+struct PollCtx {
+    desired_topic: String,
+    online_topic: String,
+    state_dir: PathBuf,
+    inbox: Arc<Inbox>,
+    session_tx: watch::Sender<(u64, u64)>,
+    epoch: u64,
+    counters: Arc<Counters>,
+    stop: CancellationToken,
+}
+
+async fn poll_loop(mut eventloop: rumqttc::EventLoop, ctx: PollCtx) {
+    let mut epoch = ctx.epoch;
+    let mut connected_once_with_epoch = false;
+    let mut failures = 0u32;
+    let mut sessions = 0u64;
+    loop {
+        let ev = tokio::select! {
+            _ = ctx.stop.cancelled() => return,
+            ev = eventloop.poll() => ev,
+        };
+        match ev {
+            Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
+                if let Err(e) = write_atomic(
+                    &ctx.state_dir.join("epoch"),
+                    format!("{epoch}\n").as_bytes(),
+                ) {
+                    tracing::warn!(error = %e, "cannot persist the session epoch");
+                }
+                connected_once_with_epoch = true;
+                failures = 0;
+                sessions += 1;
+                ctx.counters.mqtt_sessions.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    epoch,
+                    session_present = ack.session_present,
+                    "connected to broker"
+                );
+                ctx.session_tx.send_replace((sessions, epoch));
+            }
+            Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                if p.topic == ctx.desired_topic {
+                    ctx.inbox.push(p.payload.to_vec());
+                } else {
+                    tracing::debug!(topic = %p.topic, "ignoring message on unexpected topic");
+                }
+            }
+            Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                // Our own graceful DISCONNECT went out: stop polling (polling reconnects).
+                let _ = tokio::time::timeout(Duration::from_millis(500), eventloop.poll()).await;
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if ctx.session_tx.borrow().1 != 0 {
+                    tracing::warn!(error = %e, "broker connection lost");
+                } else if failures == 0 {
+                    tracing::warn!(error = %e, "cannot connect to broker, will keep trying");
+                } else {
+                    tracing::debug!(error = %e, "cannot connect to broker");
+                }
+                ctx.session_tx.send_replace((sessions, 0));
+                if connected_once_with_epoch {
+                    // A new session gets a new epoch, so a late Will of the old one is stale.
+                    epoch += 1;
+                    connected_once_with_epoch = false;
+                    eventloop.mqtt_options.set_last_will(LastWill::new(
+                        ctx.online_topic.clone(),
+                        presence(false, epoch),
+                        QoS::AtLeastOnce,
+                        true,
+                    ));
+                }
+                failures += 1;
+                let delay = if failures == 1 {
+                    Duration::from_millis(300 + fastrand::u64(0..400))
+                } else {
+                    crate::plan::backoff(1_000, failures - 1, fastrand::f64())
+                        .min(Duration::from_secs(30))
+                };
+                tokio::select! {
+                    _ = ctx.stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+struct Publisher {
+    client: AsyncClient,
+    status_topic: String,
+    events_topic: String,
+    heartbeat_topic: String,
+    desired_topic: String,
+    online_topic: String,
+    counters: Arc<Counters>,
+    started: Instant,
+}
+
+impl Publisher {
+    fn send(&self, topic: &str, retain: bool, payload: Vec<u8>) -> bool {
+        match self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(topic, error = %e, "publish dropped");
+                false
+            }
+        }
+    }
+
+    async fn run(
+        self,
+        mut session_rx: watch::Receiver<(u64, u64)>,
+        mut status_rx: watch::Receiver<Option<NodeStatus>>,
+        mut events_rx: broadcast::Receiver<Event>,
+        heartbeat: Duration,
+        debounce: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut connected_epoch = 0u64;
+        let mut last_published: Option<NodeStatus> = None;
+        let mut status_due: Option<Instant> = None;
+        let mut offline: VecDeque<Event> = VecDeque::new();
+        let mut hb_seq = 0u64;
+        let mut hb = tokio::time::interval(heartbeat.max(Duration::from_millis(100)));
+        hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let due = status_due;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = session_rx.changed() => {
+                    if r.is_err() { break }
+                    let (_, epoch) = *session_rx.borrow_and_update();
+                    connected_epoch = epoch;
+                    if epoch != 0 {
+                        self.send(&self.online_topic, true, presence(true, epoch));
+                        if let Err(e) = self.client.try_subscribe(self.desired_topic.clone(), QoS::AtLeastOnce) {
+                            tracing::warn!(error = %e, "cannot subscribe to desired");
+                        }
+                        // Full status after every CONNACK, then what was missed.
+                        last_published = None;
+                        status_due = Some(Instant::now());
+                        while let Some(e) = offline.pop_front() {
+                            let bytes = serde_json::to_vec(&e).unwrap_or_default();
+                            if !self.send(&self.events_topic, false, bytes) {
+                                self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+                r = status_rx.changed() => {
+                    if r.is_err() { break }
+                    if status_due.is_none() {
+                        status_due = Some(Instant::now() + debounce);
+                    }
+                }
+                _ = async { if let Some(d) = due { tokio::time::sleep_until(d).await } else { std::future::pending::<()>().await } } => {
+                    status_due = None;
+                    if connected_epoch == 0 { continue }
+                    let current = status_rx.borrow().clone();
+                    if let Some(mut s) = current {
+                        let fresh = last_published.as_ref().map(report::comparable) != Some(report::comparable(&s));
+                        if fresh {
+                            s.agent.uptime_s = self.started.elapsed().as_secs();
+                            s.reported_at = schemas::now_rfc3339();
+                            if self.send(&self.status_topic, true, serde_json::to_vec(&s).unwrap_or_default()) {
+                                self.counters.status_published.fetch_add(1, Ordering::Relaxed);
+                                last_published = Some(s);
+                            } else {
+                                status_due = Some(Instant::now() + Duration::from_secs(1));
+                            }
+                        }
+                    }
+                }
+                e = events_rx.recv() => match e {
+                    Ok(e) => {
+                        if connected_epoch != 0 {
+                            let bytes = serde_json::to_vec(&e).unwrap_or_default();
+                            if !self.send(&self.events_topic, false, bytes) {
+                                self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                        } else {
+                            if offline.len() >= OFFLINE_EVENTS {
+                                offline.pop_front();
+                                self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                            offline.push_back(e);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        self.counters.events_dropped.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {}
+                },
+                _ = hb.tick() => {
+                    if connected_epoch != 0 {
+                        hb_seq += 1;
+                        let (generation, converged) = status_rx
+                            .borrow()
+                            .as_ref()
+                            .map_or((0, false), |s| (s.observed_generation, s.converged));
+                        let h = Heartbeat {
+                            schema: HeartbeatSchema::V1,
+                            seq: hb_seq,
+                            uptime_s: self.started.elapsed().as_secs(),
+                            observed_generation: generation,
+                            converged,
+                        };
+                        self.send(&self.heartbeat_topic, false, serde_json::to_vec(&h).unwrap_or_default());
+                    }
+                }
+            }
+        }
+        if connected_epoch != 0 {
+            self.send(&self.online_topic, true, presence(false, connected_epoch));
+        }
+        let _ = self.client.try_disconnect();
+    }
+}
+
+#[cfg(feature = "tls")]
+fn tls_transport(config: &Config) -> Result<rumqttc::Transport, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    match &config.tls_ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("tls ca file {}: {e}", path.display()))?;
+            for c in certs {
+                let c = c.map_err(|e| format!("tls ca file {}: {e}", path.display()))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("tls ca file {}: {e}", path.display()))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for c in found.certs {
+                let _ = roots.add(c);
+            }
+            if roots.is_empty() {
+                return Err("no system CA certificates found; set tls_ca_file".into());
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(Arc::new(cfg)),
+    ))
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_transport(_config: &Config) -> Result<rumqttc::Transport, String> {
+    Err("this build has no TLS support (cargo feature `tls`)".into())
+}

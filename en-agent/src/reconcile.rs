@@ -1,0 +1,317 @@
+//! The effectful half of convergence: observe the engine, execute one planned action,
+//! record the outcome in the planner's [`Memory`].
+
+use crate::plan::{self, Action, CompKey, Identity, Memory, Observed, Plan};
+use crate::runtime::{ContainerRuntime, RuntimeError};
+use schemas::wire::{DesiredState, ErrorInfo, FailurePolicy, RuntimeInfo};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Reconciler settings.
+#[derive(Debug, Clone)]
+pub struct ReconcileSettings {
+    /// Grace before SIGKILL when stopping.
+    pub stop_timeout: Duration,
+    /// Free disk to keep after a pull; a pull that would go below is refused.
+    pub disk_reserve_bytes: u64,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        ReconcileSettings {
+            stop_timeout: Duration::from_secs(10),
+            disk_reserve_bytes: 256 << 20,
+        }
+    }
+}
+
+/// What one executed action led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done.
+    Done,
+    /// Failed; recorded in memory.
+    Failed(ErrorInfo),
+    /// The engine is unreachable; nothing counted.
+    Unreachable(String),
+}
+
+/// Observes and acts on one engine for one agent identity.
+#[derive(Debug)]
+pub struct Reconciler {
+    rt: Arc<dyn ContainerRuntime>,
+    /// Naming and ownership.
+    pub identity: Identity,
+    /// Retry and health memory.
+    pub memory: Memory,
+    settings: ReconcileSettings,
+    /// The engine as last seen.
+    pub runtime_info: RuntimeInfo,
+}
+
+impl Reconciler {
+    /// A reconciler over `rt`.
+    pub fn new(
+        rt: Arc<dyn ContainerRuntime>,
+        identity: Identity,
+        settings: ReconcileSettings,
+    ) -> Self {
+        let kind = rt.kind().to_owned();
+        Reconciler {
+            rt,
+            identity,
+            memory: Memory::default(),
+            settings,
+            runtime_info: RuntimeInfo {
+                kind,
+                version: None,
+                reachable: false,
+                error: None,
+            },
+        }
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &Arc<dyn ContainerRuntime> {
+        &self.rt
+    }
+
+    fn mark(&mut self, r: &Result<(), RuntimeError>) {
+        match r {
+            Err(RuntimeError::Unreachable(m)) => {
+                self.runtime_info.reachable = false;
+                self.runtime_info.error = Some(m.clone());
+            }
+            _ => {
+                self.runtime_info.reachable = true;
+                self.runtime_info.error = None;
+            }
+        }
+    }
+
+    /// Lists containers, the images that matter and our networks.
+    pub async fn observe(
+        &mut self,
+        desired: Option<&DesiredState>,
+    ) -> Result<Observed, RuntimeError> {
+        let r = self.observe_inner(desired).await;
+        self.mark(&r.as_ref().map(|_| ()).map_err(Clone::clone));
+        r
+    }
+
+    async fn observe_inner(
+        &mut self,
+        desired: Option<&DesiredState>,
+    ) -> Result<Observed, RuntimeError> {
+        if self.runtime_info.version.is_none() || !self.runtime_info.reachable {
+            let info = self.rt.info().await?;
+            self.runtime_info.version = Some(info.version);
+        }
+        let containers = self.rt.list_containers().await?;
+        let mut refs: Vec<String> = desired
+            .map(|d| {
+                d.deployments
+                    .iter()
+                    .flat_map(|d| d.components.iter().map(|c| c.image.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for c in &containers {
+            if matches!(self.identity.classify(c), plan::Ownership::Mine(_)) {
+                refs.push(c.image_id.clone());
+            }
+        }
+        refs.sort();
+        refs.dedup();
+        let mut images = BTreeMap::new();
+        for r in refs {
+            if r.is_empty() {
+                continue;
+            }
+            if let Some(i) = self.rt.inspect_image(&r).await? {
+                images.insert(r, i);
+            }
+        }
+        let networks = self
+            .rt
+            .list_networks(&self.identity.owner_labels())
+            .await?
+            .into_iter()
+            .collect();
+        Ok(Observed {
+            containers,
+            images,
+            networks,
+        })
+    }
+
+    /// Plans against an observation.
+    pub fn plan(
+        &mut self,
+        desired: Option<&DesiredState>,
+        observed: &Observed,
+        now: Instant,
+    ) -> Plan {
+        if let Some(d) = desired {
+            self.memory.new_generation(d.generation);
+        }
+        let p = plan::plan(desired, observed, &self.memory, &self.identity, now);
+        self.memory.settle(&p);
+        p
+    }
+
+    fn policy(desired: Option<&DesiredState>, key: &CompKey) -> FailurePolicy {
+        desired
+            .and_then(|d| d.deployments.iter().find(|d| d.name == key.0))
+            .map(|d| d.policy)
+            .unwrap_or_default()
+    }
+
+    fn spec_hash_of(desired: Option<&DesiredState>, key: &CompKey) -> String {
+        desired
+            .and_then(|d| d.deployments.iter().find(|d| d.name == key.0))
+            .and_then(|d| d.components.iter().find(|c| c.name == key.1))
+            .map(|c| c.spec_hash.clone())
+            .unwrap_or_default()
+    }
+
+    /// Executes one action and records its outcome.
+    #[tracing::instrument(level = "debug", skip_all, fields(node = %self.identity.node))]
+    pub async fn execute(
+        &mut self,
+        action: &Action,
+        desired: Option<&DesiredState>,
+        now: Instant,
+    ) -> Outcome {
+        let result = self.run_action(action, desired, now).await;
+        self.mark(&result);
+        let Some(key) = action.key().cloned() else {
+            return match result {
+                Ok(()) => Outcome::Done,
+                Err(RuntimeError::Unreachable(m)) => Outcome::Unreachable(m),
+                Err(e) => {
+                    tracing::warn!(error = %e, "network cleanup failed");
+                    Outcome::Failed(e.to_info())
+                }
+            };
+        };
+        let hash = Self::spec_hash_of(desired, &key);
+        match result {
+            Ok(()) => {
+                match action {
+                    Action::Pull { .. } => self.memory.entry(&key, &hash).refreshed = true,
+                    Action::Remove { id, .. } if hash.is_empty() => {
+                        tracing::info!(deployment = %key.0, component = %key.1, container = %id, "removed container no longer desired");
+                        self.memory
+                            .removed
+                            .entry(key.0.clone())
+                            .or_default()
+                            .insert(key.1.clone());
+                    }
+                    _ => {}
+                }
+                Outcome::Done
+            }
+            Err(RuntimeError::Unreachable(m)) => {
+                tracing::warn!(error = %m, "docker unreachable");
+                Outcome::Unreachable(m)
+            }
+            Err(e) => {
+                if let Action::Pull {
+                    refresh: true,
+                    image,
+                    ..
+                } = action
+                {
+                    // The image is present: a failed refresh is not a failure.
+                    tracing::info!(image = %image, error = %e, "could not refresh image tag, using the local image");
+                    self.memory.entry(&key, &hash).refreshed = true;
+                    return Outcome::Done;
+                }
+                let policy = Self::policy(desired, &key);
+                let m = self.memory.entry(&key, &hash);
+                m.attempts += 1;
+                let info = e.to_info();
+                m.last_error = Some(info.clone());
+                if m.attempts >= policy.attempts {
+                    m.failed = true;
+                    m.next_try = None;
+                    tracing::warn!(deployment = %key.0, component = %key.1, attempts = m.attempts, code = info.code, error = %info.message, "giving up");
+                } else {
+                    let delay = plan::backoff(policy.backoff_ms, m.attempts, fastrand::f64());
+                    m.next_try = Some(now + delay);
+                    tracing::info!(deployment = %key.0, component = %key.1, attempts = m.attempts, code = info.code, error = %info.message, retry_in_ms = delay.as_millis() as u64, "operation failed, will retry");
+                }
+                Outcome::Failed(info)
+            }
+        }
+    }
+
+    async fn run_action(
+        &mut self,
+        action: &Action,
+        desired: Option<&DesiredState>,
+        now: Instant,
+    ) -> Result<(), RuntimeError> {
+        let rt = self.rt.clone();
+        match action {
+            Action::Pull { key, image, .. } => {
+                tracing::info!(deployment = %key.0, component = %key.1, image = %image, "pulling image");
+                if let Some(free) = rt.free_disk_bytes().await? {
+                    let size = rt.image_size_hint(image).await.unwrap_or(0);
+                    let need = size.saturating_add(self.settings.disk_reserve_bytes);
+                    if free < need {
+                        return Err(RuntimeError::NoDisk(format!(
+                            "refusing to pull {image}: {} MiB free, {} MiB needed ({} MiB image + {} MiB reserve)",
+                            free >> 20,
+                            need >> 20,
+                            size >> 20,
+                            self.settings.disk_reserve_bytes >> 20
+                        )));
+                    }
+                }
+                rt.pull_image(image).await
+            }
+            Action::Create { key, spec } => {
+                tracing::info!(deployment = %key.0, component = %key.1, name = %spec.name, "creating container");
+                let mut labels = self.identity.owner_labels();
+                labels.insert(crate::runtime::label::DEPLOYMENT.into(), key.0.clone());
+                rt.ensure_network(&spec.network, &labels).await?;
+                for m in &spec.mounts {
+                    if m.kind == schemas::component::VolumeKind::Volume {
+                        rt.ensure_volume(&m.source, &labels).await?;
+                    }
+                }
+                rt.create_container(spec).await.map(|_| ())
+            }
+            Action::Start { key, id } => {
+                tracing::info!(deployment = %key.0, component = %key.1, container = %id, "starting container");
+                rt.start_container(id).await
+            }
+            Action::RestartUnhealthy { key, id } => {
+                let hash = Self::spec_hash_of(desired, key);
+                let policy = Self::policy(desired, key);
+                let m = self.memory.entry(key, &hash);
+                if m.health_container != *id {
+                    m.health_container = id.clone();
+                    m.health_restarts = 0;
+                }
+                m.health_restarts += 1;
+                m.unhealthy_streak += 1;
+                let delay = plan::backoff(policy.backoff_ms, m.unhealthy_streak, fastrand::f64());
+                m.next_health_restart = Some(now + delay);
+                tracing::warn!(deployment = %key.0, component = %key.1, container = %id, restarts = m.health_restarts, "restarting unhealthy container");
+                rt.restart_container(id, self.settings.stop_timeout).await
+            }
+            Action::Remove { key, id, reason } => {
+                tracing::info!(deployment = %key.0, component = %key.1, container = %id, reason, "removing container");
+                rt.remove_container(id, self.settings.stop_timeout).await
+            }
+            Action::RemoveNetwork { name } => {
+                tracing::info!(network = %name, "removing network");
+                rt.remove_network(name).await
+            }
+        }
+    }
+}

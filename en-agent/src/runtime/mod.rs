@@ -1,0 +1,323 @@
+//! The container runtime boundary: a trait over our own types.
+//!
+//! [`ContainerRuntime`] is everything the agent asks of a container engine. The Docker
+//! implementation ([`docker::DockerRuntime`], bollard) is the only place Docker types
+//! appear; [`fake::FakeRuntime`] is an in-memory engine with knobs for tests and for the
+//! fleet simulator.
+
+pub mod docker;
+pub mod fake;
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+use schemas::component::{Healthcheck, PortMapping, Resources, RestartPolicy, VolumeKind};
+use schemas::wire::error_code;
+use schemas::Health;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Label keys the agent puts on what it creates.
+pub mod label {
+    /// `true` on everything an edgefleet agent created.
+    pub const MANAGED: &str = "io.edgefleet.managed";
+    /// Site of the agent that created it.
+    pub const SITE: &str = "io.edgefleet.site";
+    /// Node of the agent that created it.
+    pub const NODE: &str = "io.edgefleet.node";
+    /// Deployment name.
+    pub const DEPLOYMENT: &str = "io.edgefleet.deployment";
+    /// Component name.
+    pub const COMPONENT: &str = "io.edgefleet.component";
+    /// Spec hash of the component the container was created from.
+    pub const SPEC_HASH: &str = "io.edgefleet.spec-hash";
+    /// Generation of the desired document that created it.
+    pub const GENERATION: &str = "io.edgefleet.generation";
+    /// Comma-separated `dependsOn` of the component (for reverse-order removal).
+    pub const DEPENDS_ON: &str = "io.edgefleet.depends-on";
+}
+
+/// A container as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContainerInfo {
+    /// Container id.
+    pub id: String,
+    /// Name without the leading `/`.
+    pub name: String,
+    /// Image reference it was created from.
+    pub image: String,
+    /// Local image id (`sha256:…`).
+    pub image_id: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Docker status: `created`, `running`, `restarting`, `exited`, `paused`, `dead`.
+    pub status: String,
+    /// Exit code of the last run, when exited.
+    pub exit_code: Option<i64>,
+    /// Health.
+    pub health: Health,
+    /// Docker's restart count.
+    pub restart_count: u32,
+}
+
+impl ContainerInfo {
+    /// `status == "running"`.
+    pub fn is_running(&self) -> bool {
+        self.status == "running"
+    }
+
+    /// A label value.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+}
+
+/// A local image.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageInfo {
+    /// Image id (`sha256:…`).
+    pub id: String,
+    /// `repo@sha256:…` digests.
+    pub repo_digests: Vec<String>,
+}
+
+/// The engine.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EngineInfo {
+    /// Engine version.
+    pub version: String,
+    /// Engine data root (Docker's `DockerRootDir`), if known.
+    pub data_root: Option<String>,
+}
+
+/// A resolved mount of [`ContainerSpec`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Volume, bind or tmpfs.
+    pub kind: VolumeKind,
+    /// Engine volume name or host path; empty for tmpfs.
+    pub source: String,
+    /// Path in the container.
+    pub target: String,
+    /// Read-only.
+    pub read_only: bool,
+}
+
+/// Everything needed to create a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSpec {
+    /// Container name.
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// CMD override.
+    pub command: Option<Vec<String>>,
+    /// ENTRYPOINT override.
+    pub entrypoint: Option<Vec<String>>,
+    /// Environment.
+    pub env: BTreeMap<String, String>,
+    /// Published ports.
+    pub ports: Vec<PortMapping>,
+    /// Mounts (volume names already resolved).
+    pub mounts: Vec<Mount>,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// Healthcheck.
+    pub healthcheck: Option<Healthcheck>,
+    /// Limits.
+    pub resources: Resources,
+    /// Labels (user labels plus ours).
+    pub labels: BTreeMap<String, String>,
+    /// User network to attach to.
+    pub network: String,
+    /// DNS aliases on that network.
+    pub aliases: Vec<String>,
+}
+
+/// Why a runtime call failed. Messages are the engine's own words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    /// The engine cannot be reached (socket missing, connection refused, timeout).
+    #[error("docker unreachable: {0}")]
+    Unreachable(String),
+    /// The image or tag does not exist in the registry.
+    #[error("image not found: {0}")]
+    ImageNotFound(String),
+    /// The registry refused the pull.
+    #[error("pull denied: {0}")]
+    PullDenied(String),
+    /// Any other pull failure.
+    #[error("pull failed: {0}")]
+    PullFailed(String),
+    /// Not enough free disk.
+    #[error("no disk: {0}")]
+    NoDisk(String),
+    /// A host port is taken.
+    #[error("port in use: {0}")]
+    PortInUse(String),
+    /// The object (container, network …) does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A name is already taken.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Any other engine error, with the wire error code to report.
+    #[error("{message}")]
+    Other {
+        /// One of [`error_code`]'s constants.
+        code: &'static str,
+        /// The engine's words.
+        message: String,
+    },
+}
+
+impl RuntimeError {
+    /// The wire error code (`schemas::wire::error_code`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            RuntimeError::Unreachable(_) => error_code::DOCKER_UNREACHABLE,
+            RuntimeError::ImageNotFound(_) => error_code::IMAGE_NOT_FOUND,
+            RuntimeError::PullDenied(_) => error_code::PULL_DENIED,
+            RuntimeError::PullFailed(_) => error_code::PULL_FAILED,
+            RuntimeError::NoDisk(_) => error_code::NO_DISK,
+            RuntimeError::PortInUse(_) => error_code::PORT_IN_USE,
+            RuntimeError::NotFound(_) | RuntimeError::Conflict(_) => error_code::INTERNAL,
+            RuntimeError::Other { code, .. } => code,
+        }
+    }
+
+    /// True when retrying the same call later may succeed without a change of spec.
+    pub fn is_transient(&self) -> bool {
+        !matches!(
+            self,
+            RuntimeError::ImageNotFound(_) | RuntimeError::PullDenied(_)
+        )
+    }
+
+    /// As reported on the wire.
+    pub fn to_info(&self) -> schemas::ErrorInfo {
+        schemas::ErrorInfo::new(self.code(), self.to_string())
+    }
+}
+
+/// A container engine, as the agent needs it. Implementations are cheap to share
+/// (`Arc<dyn ContainerRuntime>`).
+#[async_trait]
+pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
+    /// `docker`, `fake`.
+    fn kind(&self) -> &'static str;
+    /// Engine version and data root; also the reachability probe.
+    async fn info(&self) -> Result<EngineInfo, RuntimeError>;
+    /// Every container, running or not, with labels, health and restart count.
+    async fn list_containers(&self) -> Result<Vec<ContainerInfo>, RuntimeError>;
+    /// A local image by reference or id; `None` when absent.
+    async fn inspect_image(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError>;
+    /// Pulls an image.
+    async fn pull_image(&self, reference: &str) -> Result<(), RuntimeError>;
+    /// The download size of an image, when the runtime can tell before pulling.
+    async fn image_size_hint(&self, _reference: &str) -> Option<u64> {
+        None
+    }
+    /// Free bytes where the engine stores images; `None` when unknown.
+    async fn free_disk_bytes(&self) -> Result<Option<u64>, RuntimeError>;
+    /// Names of the networks carrying every label of `labels`.
+    async fn list_networks(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>, RuntimeError>;
+    /// Creates a bridge network unless it exists.
+    async fn ensure_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), RuntimeError>;
+    /// Removes a network (absent is fine).
+    async fn remove_network(&self, name: &str) -> Result<(), RuntimeError>;
+    /// Creates a named volume unless it exists.
+    async fn ensure_volume(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), RuntimeError>;
+    /// Creates a container; returns its id.
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
+    /// Starts a container.
+    async fn start_container(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Restarts a running container.
+    async fn restart_container(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError>;
+    /// Stops (with `timeout` before SIGKILL) and removes a container (absent is fine).
+    async fn remove_container(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError>;
+    /// A stream that yields whenever a container changed (start, die, health, destroy).
+    /// It ends or errs when the engine connection is lost; the caller reopens it.
+    fn changes(&self) -> BoxStream<'static, Result<(), RuntimeError>>;
+}
+
+/// Parses Docker's `Status` health suffix and health words.
+pub fn parse_health(word: &str) -> Health {
+    match word {
+        "healthy" => Health::Healthy,
+        "unhealthy" => Health::Unhealthy,
+        "starting" => Health::Starting,
+        _ => Health::None,
+    }
+}
+
+/// The repository part of an image reference (`host:5000/a/b:tag` → `host:5000/a/b`).
+pub fn image_repo(reference: &str) -> &str {
+    if let Some((repo, _)) = reference.split_once('@') {
+        return repo;
+    }
+    match reference.rfind(':') {
+        Some(i) if !reference[i..].contains('/') => &reference[..i],
+        _ => reference,
+    }
+}
+
+/// True for `repo@sha256:…` references.
+pub fn is_digest_reference(reference: &str) -> bool {
+    reference.contains('@')
+}
+
+/// The repo digest of `image` that belongs to `reference`'s repository (else the first).
+pub fn repo_digest_for(reference: &str, image: &ImageInfo) -> Option<String> {
+    let repo = image_repo(reference);
+    image
+        .repo_digests
+        .iter()
+        .find(|d| image_repo(d) == repo)
+        .or_else(|| image.repo_digests.first())
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_repo_strips_tag_and_digest_but_not_port() {
+        for (r, want) in [
+            ("busybox", "busybox"),
+            ("busybox:1", "busybox"),
+            ("127.0.0.1:5000/a/b:v1", "127.0.0.1:5000/a/b"),
+            ("127.0.0.1:5000/a/b", "127.0.0.1:5000/a/b"),
+            ("127.0.0.1:5000/a/b@sha256:00", "127.0.0.1:5000/a/b"),
+        ] {
+            assert_eq!(image_repo(r), want, "{r}");
+        }
+    }
+
+    #[test]
+    fn repo_digest_matches_the_reference_repository() {
+        let img = ImageInfo {
+            id: "sha256:1".into(),
+            repo_digests: vec!["other/x@sha256:aa".into(), "reg:5000/web@sha256:bb".into()],
+        };
+        assert_eq!(
+            repo_digest_for("reg:5000/web:v2", &img).as_deref(),
+            Some("reg:5000/web@sha256:bb")
+        );
+        assert_eq!(
+            repo_digest_for("nope:1", &img).as_deref(),
+            Some("other/x@sha256:aa")
+        );
+    }
+}

@@ -1,0 +1,411 @@
+//! Against the real Docker engine, with tiny images built here from Debian's
+//! `busybox-static` and served by a local `docker-registry` on loopback, so pulls and
+//! digests are real. Mandatory when `CI=true`; skipped with one line otherwise when no
+//! engine answers. Every container, network, volume and image a test creates is removed
+//! by a guard, also on failure.
+
+mod common;
+
+use common::*;
+use en_agent::runtime::docker::DockerRuntime;
+use en_agent::runtime::label;
+use en_agent::{AgentHandle, Config};
+use schemas::wire::{error_code, NodeStatus};
+use schemas::{Health, State};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn docker(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn must(args: &[&str]) -> String {
+    docker(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `Some(reason)` when these tests cannot run here.
+fn unavailable() -> Option<String> {
+    if let Err(e) = docker(&["info", "--format", "{{.ServerVersion}}"]) {
+        return Some(e);
+    }
+    for f in ["/bin/busybox", "/usr/bin/docker-registry"] {
+        if !Path::new(f).exists() {
+            return Some(format!(
+                "{f} is missing (apt-get install busybox-static docker-registry)"
+            ));
+        }
+    }
+    None
+}
+
+macro_rules! require_docker {
+    () => {
+        if let Some(why) = unavailable() {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("docker tests are mandatory in CI: {why}");
+            }
+            eprintln!("skipping docker tests: {why}");
+            return;
+        }
+    };
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// One test's world: a registry, images, an agent identity; removes all of it on drop.
+struct Lab {
+    node: String,
+    registry: String,
+    repo: String,
+    dir: tempfile::TempDir,
+    registry_proc: Option<Child>,
+    extra_containers: Vec<String>,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        let id = format!("{tag}{:06x}", fastrand::u32(..0xff_ffff));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let cfg = dir.path().join("registry.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("registry").display()
+            ),
+        )
+        .expect("registry config");
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry starts");
+        let registry = format!("127.0.0.1:{port}");
+        let mut lab = Lab {
+            node: id.clone(),
+            repo: format!("{registry}/ef-test-{id}/app"),
+            registry,
+            dir,
+            registry_proc: Some(child),
+            extra_containers: Vec::new(),
+        };
+        lab.wait_registry();
+        lab
+    }
+
+    fn wait_registry(&mut self) {
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&self.registry).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("registry did not start on {}", self.registry);
+    }
+
+    /// Builds `<repo>:<tag>` from scratch with busybox, pushes it, removes the local copy
+    /// (so the agent really pulls); returns the reference and its repo digest.
+    fn image(&self, tag: &str) -> (String, String) {
+        let ctx = self.dir.path().join(format!("ctx-{tag}"));
+        std::fs::create_dir_all(&ctx).expect("ctx");
+        std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("busybox");
+        std::fs::write(ctx.join("version"), tag).expect("version");
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /busybox\nCOPY version /version\n\
+             CMD [\"/busybox\", \"sh\", \"-c\", \"trap 'exit 0' TERM; while true; do /busybox sleep 1; done\"]\n",
+        )
+        .expect("dockerfile");
+        let reference = format!("{}:{tag}", self.repo);
+        must(&["build", "-q", "-t", &reference, ctx.to_str().expect("path")]);
+        must(&["push", &reference]);
+        let digest = must(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{index .RepoDigests 0}}",
+            &reference,
+        ]);
+        must(&["rmi", &reference]);
+        (reference, digest)
+    }
+
+    fn config(&self) -> Config {
+        let mut c = Config::new("dt", &self.node);
+        c.state_dir = self.dir.path().join("state");
+        c.stop_timeout = Duration::from_secs(2);
+        c.resync = Duration::from_secs(5);
+        c
+    }
+
+    fn spawn(&self, stop: &CancellationToken) -> AgentHandle {
+        let rt = DockerRuntime::new("unix:///var/run/docker.sock", None).expect("runtime");
+        en_agent::spawn(self.config(), Arc::new(rt), stop.clone()).expect("agent")
+    }
+
+    fn doc(&self, generation: u64, deployments: Vec<schemas::wire::DesiredDeployment>) -> Vec<u8> {
+        let mut d = doc(generation, deployments);
+        d.site = "dt".into();
+        d.node = self.node.clone();
+        bytes(&d)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let filter = format!("label={}={}", label::NODE, self.node);
+        if let Ok(ids) = docker(&["ps", "-aq", "--filter", &filter]) {
+            for id in ids.lines().filter(|l| !l.is_empty()) {
+                let _ = docker(&["rm", "-f", id]);
+            }
+        }
+        for c in &self.extra_containers {
+            let _ = docker(&["rm", "-f", c]);
+        }
+        if let Ok(nets) = docker(&["network", "ls", "-q", "--filter", &filter]) {
+            for n in nets.lines().filter(|l| !l.is_empty()) {
+                let _ = docker(&["network", "rm", n]);
+            }
+        }
+        if let Ok(vols) = docker(&["volume", "ls", "-q", "--filter", &filter]) {
+            for v in vols.lines().filter(|l| !l.is_empty()) {
+                let _ = docker(&["volume", "rm", "-f", v]);
+            }
+        }
+        if let Ok(imgs) = docker(&["images", "-q", &self.repo]) {
+            for i in imgs.lines().filter(|l| !l.is_empty()) {
+                let _ = docker(&["rmi", "-f", i]);
+            }
+        }
+        if let Some(mut c) = self.registry_proc.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn until(
+    agent: &AgentHandle,
+    what: &str,
+    pred: impl FnMut(&NodeStatus) -> bool,
+) -> NodeStatus {
+    match agent.wait_status(WAIT, pred).await {
+        Some(s) => s,
+        None => panic!(
+            "timed out waiting for {what}; last status: {}",
+            serde_json::to_string_pretty(&*agent.status().borrow()).unwrap_or_default()
+        ),
+    }
+}
+
+fn component<'a>(s: &'a NodeStatus, dep: &str, comp: &str) -> &'a schemas::wire::ComponentStatus {
+    s.deployments
+        .iter()
+        .find(|d| d.name == dep)
+        .and_then(|d| d.components.iter().find(|c| c.name == comp))
+        .unwrap_or_else(|| panic!("no {dep}/{comp}"))
+}
+
+fn fast(mut d: schemas::wire::DesiredDeployment) -> schemas::wire::DesiredDeployment {
+    d.policy.backoff_ms = 300;
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_install_update_and_remove_with_real_pulls_and_digests() {
+    require_docker!();
+    let lab = Lab::new("iur");
+    let (v1, d1) = lab.image("v1");
+    let (v2, d2) = lab.image("v2");
+    let stop = CancellationToken::new();
+    let agent = lab.spawn(&stop);
+
+    agent.submit_desired(lab.doc(1, vec![fast(deployment("app", vec![comp("web", &v1)]))]));
+    let s = until(&agent, "v1 installed", |s| {
+        s.converged && s.observed_generation == 1
+    })
+    .await;
+    let c = component(&s, "app", "web");
+    assert_eq!(c.container_status.as_deref(), Some("running"));
+    assert_eq!(c.image.as_deref(), Some(v1.as_str()));
+    assert_eq!(c.repo_digest.as_deref(), Some(d1.as_str()));
+    assert!(s.runtime.reachable && s.runtime.version.is_some());
+    let id = c.container_id.clone().expect("container id");
+    let labels = must(&["inspect", "--format", "{{json .Config.Labels}}", &id]);
+    let labels: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&labels).expect("labels");
+    assert_eq!(
+        labels.get(label::DEPLOYMENT).map(String::as_str),
+        Some("app")
+    );
+    assert_eq!(
+        labels.get(label::COMPONENT).map(String::as_str),
+        Some("web")
+    );
+    assert_eq!(labels.get(label::GENERATION).map(String::as_str), Some("1"));
+    assert_eq!(labels.get(label::SPEC_HASH), c.spec_hash.as_ref());
+    assert_eq!(labels.get(label::NODE), Some(&lab.node));
+
+    agent.submit_desired(lab.doc(2, vec![fast(deployment("app", vec![comp("web", &v2)]))]));
+    let s = until(&agent, "v2 installed", |s| {
+        s.converged && s.observed_generation == 2
+    })
+    .await;
+    let c = component(&s, "app", "web");
+    assert_eq!(c.repo_digest.as_deref(), Some(d2.as_str()));
+    assert_ne!(c.container_id.as_deref(), Some(id.as_str()));
+    assert!(docker(&["inspect", &id]).is_err(), "old container is gone");
+
+    agent.submit_desired(lab.doc(3, vec![]));
+    until(&agent, "everything removed", |s| {
+        s.converged && s.observed_generation == 3
+    })
+    .await;
+    let filter = format!("label={}={}", label::NODE, lab.node);
+    assert_eq!(must(&["ps", "-aq", "--filter", &filter]), "");
+    assert_eq!(must(&["network", "ls", "-q", "--filter", &filter]), "");
+    stop.cancel();
+    agent.wait().await.expect("agent stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_killed_container_comes_back_and_unmanaged_is_left_alone() {
+    require_docker!();
+    let mut lab = Lab::new("kill");
+    let (v1, _) = lab.image("v1");
+    // An unmanaged container from the same image, started by hand.
+    must(&["pull", "-q", &v1]);
+    let unmanaged = format!("by-hand-{}", lab.node);
+    must(&["run", "-d", "--name", &unmanaged, &v1]);
+    lab.extra_containers.push(unmanaged.clone());
+    let stop = CancellationToken::new();
+    let agent = lab.spawn(&stop);
+    agent.submit_desired(lab.doc(1, vec![fast(deployment("app", vec![comp("web", &v1)]))]));
+    let s = until(&agent, "installed", |s| s.converged).await;
+    assert!(
+        s.unmanaged.iter().any(|u| u.name == unmanaged),
+        "unmanaged reported"
+    );
+    let id = component(&s, "app", "web")
+        .container_id
+        .clone()
+        .expect("id");
+
+    must(&["kill", &id]);
+    // Wait until the agent has seen the kill, then until it is back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = until(&agent, "running again", |s| {
+        s.converged && component(s, "app", "web").container_status.as_deref() == Some("running")
+    })
+    .await;
+    assert_eq!(
+        must(&["inspect", "--format", "{{.State.Running}}", &id]),
+        "true"
+    );
+    assert!(s.unmanaged.iter().any(|u| u.name == unmanaged));
+    assert_eq!(
+        must(&["inspect", "--format", "{{.State.Running}}", &unmanaged]),
+        "true"
+    );
+
+    // Removed by hand: recreated.
+    must(&["rm", "-f", &id]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = until(&agent, "recreated", |s| {
+        s.converged && component(s, "app", "web").container_id.as_deref() != Some(id.as_str())
+    })
+    .await;
+    assert!(component(&s, "app", "web").container_id.is_some());
+    stop.cancel();
+    agent.wait().await.expect("agent stops");
+    // The agent leaves workloads running when it stops.
+    assert_eq!(
+        must(&[
+            "inspect",
+            "--format",
+            "{{.State.Running}}",
+            &format!("ef-{}-app-web", lab.node)
+        ]),
+        "true"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_unhealthy_container_is_restarted_then_failed() {
+    require_docker!();
+    let lab = Lab::new("hc");
+    let (v1, _) = lab.image("v1");
+    let stop = CancellationToken::new();
+    let agent = lab.spawn(&stop);
+    let mut web = comp("web", &v1);
+    web.healthcheck = Some(schemas::component::Healthcheck {
+        test: vec!["CMD".into(), "/busybox".into(), "false".into()],
+        interval_ms: 500,
+        timeout_ms: 1_000,
+        retries: 1,
+        start_period_ms: 0,
+    });
+    let mut d = fast(deployment("app", vec![web.with_hash()]));
+    d.policy.attempts = 2;
+    agent.submit_desired(lab.doc(1, vec![d]));
+    let s = until(&agent, "failed as unhealthy", |s| {
+        s.state == Some(State::Failed)
+    })
+    .await;
+    let c = component(&s, "app", "web");
+    assert_eq!(
+        c.error.as_ref().map(|e| e.code.as_str()),
+        Some(error_code::UNHEALTHY)
+    );
+    assert!(c.restart_count >= 2, "restart count {}", c.restart_count);
+    assert_eq!(c.health, Health::Unhealthy);
+    stop.cancel();
+    agent.wait().await.expect("agent stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_missing_image_fails_after_the_attempt_limit_with_the_reason() {
+    require_docker!();
+    let lab = Lab::new("nf");
+    let stop = CancellationToken::new();
+    let agent = lab.spawn(&stop);
+    let missing = format!("{}:does-not-exist", lab.repo);
+    agent.submit_desired(lab.doc(
+        1,
+        vec![fast(deployment("app", vec![comp("web", &missing)]))],
+    ));
+    let s = until(&agent, "failed", |s| s.state == Some(State::Failed)).await;
+    let c = component(&s, "app", "web");
+    assert_eq!(c.attempts, 3);
+    let e = c.error.clone().expect("error");
+    assert_eq!(e.code, error_code::IMAGE_NOT_FOUND, "{}", e.message);
+    assert!(!e.message.is_empty());
+    stop.cancel();
+    agent.wait().await.expect("agent stops");
+}
