@@ -15,6 +15,8 @@
 //! - [`require_docker`] / [`require_mosquitto`]: mandatory with `CI=true`, else skip with a
 //!   one-line notice.
 
+pub mod site;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
