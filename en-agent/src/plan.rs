@@ -58,9 +58,9 @@ impl Identity {
         format!("{}-{deployment}", self.prefix)
     }
 
-    /// `<node>_<deployment>_<source>`: a named volume.
+    /// `<prefix>_<deployment>_<source>`: a named volume (`ef-<node>_web_data` by default).
     pub fn volume_name(&self, deployment: &str, source: &str) -> String {
-        format!("{}_{deployment}_{source}", self.node)
+        format!("{}_{deployment}_{source}", self.prefix)
     }
 
     /// The labels marking something as this agent's.

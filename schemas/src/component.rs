@@ -129,9 +129,9 @@ pub struct VolumeMount {
 #[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum VolumeKind {
-    /// A Docker named volume. The agent names it `<node>_<deployment>_<source>`, like
-    /// compose prefixes volumes with the project name (the node keeps agents that share
-    /// one engine apart).
+    /// A Docker named volume. The agent names it `<prefix>_<deployment>_<source>` (prefix
+    /// `ef-<node>` by default), like compose prefixes volumes with the project name (the
+    /// node keeps agents that share one engine apart).
     Volume,
     /// A host path.
     Bind,

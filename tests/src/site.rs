@@ -203,6 +203,11 @@ spec:
             .arg("--state-dir")
             .arg(self.dir().join(format!("agent-{node}")))
             .args(["--heartbeat", "2s", "--resync", "5s"])
+            // Tests of several sites share one engine and reuse node names.
+            .args([
+                "--set",
+                &format!("container_prefix=ef-{}-{node}", self.name),
+            ])
             .env("RUST_LOG", "info,en_agent=debug");
         self.agents.insert(
             node.to_owned(),
