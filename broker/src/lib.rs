@@ -496,6 +496,14 @@ fn resolve_listen(listen: SocketAddr) -> Result<SocketAddr, BrokerError> {
     Ok(bound)
 }
 
+impl BrokerConfig {
+    /// Where a client on this machine reaches `listen` (an unspecified IP becomes
+    /// loopback); the default address of `broker healthcheck`.
+    pub fn connect_addr(&self) -> SocketAddr {
+        connect_addr(self.listen)
+    }
+}
+
 fn connect_addr(addr: SocketAddr) -> SocketAddr {
     let ip = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -509,10 +517,24 @@ fn connect_addr(addr: SocketAddr) -> SocketAddr {
 /// router both answer (a bare TCP connect would only prove the former, and rumqttd logs an
 /// error for every connection that closes before CONNECT).
 fn probe(addr: SocketAddr, login: Option<(&String, &String)>, timeout: Duration) -> io::Result<()> {
+    probe_as(addr, login, PROBE_CLIENT_ID, timeout)
+}
+
+fn probe_as(
+    addr: SocketAddr,
+    login: Option<(&String, &String)>,
+    client_id: &str,
+    timeout: Duration,
+) -> io::Result<()> {
+    let deadline = Instant::now() + timeout;
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    stream.write_all(&connect_packet(PROBE_CLIENT_ID, login)?)?;
+    // The whole exchange, not each read, is bounded by `timeout`.
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    stream.set_read_timeout(Some(left))?;
+    stream.set_write_timeout(Some(left))?;
+    stream.write_all(&connect_packet(client_id, login)?)?;
     let mut connack = [0u8; 4];
     stream.read_exact(&mut connack)?;
     if connack[0] != 0x20 || connack[1] != 0x02 {
@@ -531,6 +553,41 @@ fn probe(addr: SocketAddr, login: Option<(&String, &String)>, timeout: Duration)
     // behind, and rumqttd logs a closed socket at info level but a DISCONNECT at error level
     // ("router-drop").
     Ok(())
+}
+
+/// One health probe of a running MQTT 3.1.1 broker (this one or any other), for
+/// `broker healthcheck`: TCP connect, CONNECT with a clean session as `client_id` (and
+/// `login`), CONNACK with return code 0, all within `timeout`. The socket is then closed
+/// without DISCONNECT, like [`start`]'s readiness probe: the session is clean and has no
+/// Will, so nothing is left behind, and rumqttd logs a DISCONNECT at error level
+/// (`router-drop`) but a closed socket at info level. The error says what failed.
+pub fn check_health(
+    addr: SocketAddr,
+    login: Option<(&str, &str)>,
+    client_id: &str,
+    timeout: Duration,
+) -> io::Result<()> {
+    let login = login.map(|(u, p)| (u.to_owned(), p.to_owned()));
+    let started = Instant::now();
+    probe_as(
+        addr,
+        login.as_ref().map(|(u, p)| (u, p)),
+        client_id,
+        timeout,
+    )
+    .map_err(|e| {
+        let what = match e.kind() {
+            io::ErrorKind::UnexpectedEof => {
+                "connection closed before CONNACK (wrong login, or not an MQTT broker)".to_owned()
+            }
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
+                "no CONNACK within {} ms ({e})",
+                started.elapsed().as_millis()
+            ),
+            _ => e.to_string(),
+        };
+        io::Error::new(e.kind(), format!("{addr}: {what}"))
+    })
 }
 
 /// Encodes an MQTT 3.1.1 CONNECT with clean session and a 10 s keep-alive.

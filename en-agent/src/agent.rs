@@ -366,7 +366,14 @@ impl Core {
             let now = Instant::now();
             let desired = self.store.current();
             let mut wake = now + self.resync;
-            match self.reconciler.observe(desired).await {
+            // Every engine call is abandoned at shutdown (a pull may take minutes): the
+            // next start re-derives everything from Docker.
+            let observation = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                r = self.reconciler.observe(desired) => r,
+            };
+            match observation {
                 Ok(o) => {
                     unreachable = 0;
                     observed = o;
@@ -390,13 +397,22 @@ impl Core {
                 if burst > 200 {
                     // A plan that keeps acting without settling: never spin.
                     tracing::warn!(?action, "convergence is not settling, slowing down");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
                 }
                 bump(&self.counters.actions);
-                let outcome = self
-                    .reconciler
-                    .execute(action, desired.as_ref(), Instant::now().into_std())
-                    .await;
+                let outcome = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => {
+                        tracing::info!(component = ?action.key(), "stopping: abandoning the engine call in progress");
+                        return;
+                    }
+                    o = self
+                        .reconciler
+                        .execute(action, desired.as_ref(), Instant::now().into_std()) => o,
+                };
                 if !matches!(outcome, Outcome::Done) {
                     bump(&self.counters.action_failures);
                 }

@@ -13,11 +13,13 @@
 //! - [`mqtt`]: the broker session (presence + epoch + Will, subscribe, reports).
 //! - [`runtime`]: the container runtime trait, the Docker adapter and the fake.
 //! - [`config`]: defaults < file < env < flags.
+//! - [`health`]: `en-agent healthcheck` (Docker answers, state dir readable; writes nothing).
 //!
 //! `docs/agent.md` describes behaviour, configuration and installation.
 
 pub mod agent;
 pub mod config;
+pub mod health;
 pub mod mqtt;
 pub mod plan;
 pub mod reconcile;

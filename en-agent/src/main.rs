@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use en_agent::runtime::docker::DockerRuntime;
 use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +26,10 @@ enum LogFormat {
 enum Command {
     /// Run the agent (defaults < --config file < EN_* environment < flags).
     Run(Box<RunArgs>),
+    /// Check the agent's dependencies with the same configuration as `run`: the Docker
+    /// endpoint answers /_ping within 3 s and the state directory is readable. Exit 0 or 1
+    /// with one line on stderr. Writes nothing. For container healthchecks (FROM scratch).
+    Healthcheck(Box<RunArgs>),
     /// Print the version.
     Version,
 }
@@ -69,10 +74,15 @@ struct RunArgs {
     log_format: LogFormat,
 }
 
+/// Logs go to stderr (stdout stays free for command output), with colour codes only when
+/// stderr is a terminal (journald and `docker logs` show them as garbage).
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -103,6 +113,21 @@ fn flags(args: &RunArgs) -> anyhow::Result<BTreeMap<String, String>> {
         m.insert(k.trim().to_owned(), v.trim().to_owned());
     }
     Ok(m)
+}
+
+/// How long `healthcheck` waits for Docker.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Defaults < file < environment < flags, as `run` and `healthcheck` both see them.
+fn load_config(args: &RunArgs) -> anyhow::Result<en_agent::Config> {
+    let file = match &args.config {
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        None => None,
+    };
+    let env: HashMap<String, String> = std::env::vars().collect();
+    Ok(en_agent::resolve(file.as_deref(), &env, &flags(args)?)?)
 }
 
 async fn shutdown_signal(token: CancellationToken) {
@@ -136,17 +161,25 @@ fn main() -> anyhow::Result<()> {
             println!("en-agent {}", en_agent::agent::VERSION);
             return Ok(());
         }
+        Command::Healthcheck(args) => {
+            let result = load_config(&args)
+                .map_err(|e| format!("config: {e:#}"))
+                .and_then(|c| en_agent::health::check(&c, HEALTH_TIMEOUT));
+            match result {
+                Ok(line) => {
+                    eprintln!("healthy: {line}");
+                    return Ok(());
+                }
+                Err(reason) => {
+                    eprintln!("unhealthy: {reason}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Command::Run(args) => args,
     };
     init_logging(args.log_format);
-    let file = match &args.config {
-        Some(p) => {
-            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
-        }
-        None => None,
-    };
-    let env: HashMap<String, String> = std::env::vars().collect();
-    let config = en_agent::resolve(file.as_deref(), &env, &flags(&args)?)?;
+    let config = load_config(&args)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

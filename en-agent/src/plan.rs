@@ -168,6 +168,51 @@ pub struct CompMemory {
     pub unhealthy_streak: u32,
     /// No health restart before this.
     pub next_health_restart: Option<Instant>,
+    /// Container the crash counters are about (its restart count is the baseline).
+    pub crash_container: String,
+    /// Docker's restart count of `crash_container` when last observed.
+    pub crash_restarts_seen: u32,
+    /// `crash_container` was seen stopped and that exit was counted (cleared once it
+    /// is seen running again).
+    pub crash_exit_seen: bool,
+    /// Crashes observed (Docker restarts of the container, or exits of a container
+    /// that should keep running) since the component was last up for [`STABLE_AFTER`].
+    pub crashes: u32,
+    /// When the last crash was observed.
+    pub last_crash: Option<Instant>,
+    /// Exit code of the last crash, when Docker showed it.
+    pub crash_exit_code: Option<i64>,
+    /// The agent starts a crashed, stopped container again no earlier than this.
+    pub crash_restart_at: Option<Instant>,
+}
+
+impl CompMemory {
+    fn reset_crashes(&mut self) {
+        self.crashes = 0;
+        self.last_crash = None;
+        self.crash_exit_code = None;
+        self.crash_restart_at = None;
+    }
+}
+
+/// A container that restarted (or exited) counts as installed again only after it has
+/// stayed up this long since the last crash: Docker's own restart manager also treats a
+/// container that ran for 10 s as successfully started.
+pub const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// A crash [`Memory::observe_crashes`] counted, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crash {
+    /// Component.
+    pub key: CompKey,
+    /// Container id.
+    pub container: String,
+    /// Crashes counted so far, this one included.
+    pub crashes: u32,
+    /// Exit code, when Docker showed it.
+    pub exit_code: Option<i64>,
+    /// The deployment's attempt limit.
+    pub limit: u32,
 }
 
 /// Everything the planner remembers between runs (in memory only).
@@ -196,7 +241,80 @@ impl Memory {
             m.failed = false;
             m.unhealthy_streak = 0;
             m.next_health_restart = None;
+            // The crash baseline (container, restart count) stays: only crashes seen from
+            // now on count against the new generation's limit.
+            m.reset_crashes();
         }
+    }
+
+    /// Counts crashes of the current container of every desired component, measured from
+    /// the engine: Docker's restart count going up (restart policy at work), or a container
+    /// whose policy keeps it running seen stopped. A container seen for the first time is
+    /// the baseline (its earlier restarts are not counted). `jitter` in `[0, 1)` spreads the
+    /// agent's own restart of a stopped container (exponential backoff per crash).
+    pub fn observe_crashes(
+        &mut self,
+        desired: &DesiredState,
+        observed: &Observed,
+        id: &Identity,
+        now: Instant,
+        jitter: f64,
+    ) -> Vec<Crash> {
+        let mut out = Vec::new();
+        for dep in &desired.deployments {
+            for c in &dep.components {
+                let key: CompKey = (dep.name.clone(), c.name.clone());
+                let same: Vec<&ContainerInfo> = observed
+                    .containers
+                    .iter()
+                    .filter(|k| {
+                        id.classify(k) == Ownership::Mine(key.clone())
+                            && k.label(label::SPEC_HASH) == Some(c.spec_hash.as_str())
+                    })
+                    .collect();
+                let Some(cur) = pick_current(&same) else {
+                    continue;
+                };
+                let m = self.entry(&key, &c.spec_hash);
+                if m.crash_container != cur.id {
+                    m.crash_container = cur.id.clone();
+                    m.crash_restarts_seen = cur.restart_count;
+                    m.crash_exit_seen = false;
+                }
+                // Docker may reset its count on a manual start: a lower value is a new base.
+                let mut new = cur.restart_count.saturating_sub(m.crash_restarts_seen);
+                m.crash_restarts_seen = cur.restart_count;
+                let stopped = matches!(cur.status.as_str(), "exited" | "dead");
+                if stopped && keeps_running(c.restart, cur.exit_code) {
+                    if !m.crash_exit_seen {
+                        m.crash_exit_seen = true;
+                        new += 1;
+                    }
+                } else if !stopped {
+                    m.crash_exit_seen = false;
+                }
+                if new == 0 {
+                    continue;
+                }
+                m.crashes = m.crashes.saturating_add(new);
+                m.last_crash = Some(now);
+                if !cur.is_running() && cur.exit_code.is_some() {
+                    m.crash_exit_code = cur.exit_code;
+                }
+                if stopped {
+                    m.crash_restart_at =
+                        Some(now + backoff(dep.policy.backoff_ms, m.crashes, jitter));
+                }
+                out.push(Crash {
+                    key,
+                    container: cur.id.clone(),
+                    crashes: m.crashes,
+                    exit_code: m.crash_exit_code,
+                    limit: dep.policy.attempts,
+                });
+            }
+        }
+        out
     }
 
     /// The memory of `key` for `spec_hash`, reset when the hash changed.
@@ -228,10 +346,26 @@ impl Memory {
                     m.failed = false;
                     m.unhealthy_streak = 0;
                     m.next_health_restart = None;
+                    m.reset_crashes();
                 }
             }
         }
     }
+}
+
+/// True when a container with this restart policy that stopped with `exit_code` was
+/// meant to keep running (so the stop is a crash the agent reacts to): every policy but
+/// `no`, and `on-failure` only for a non-zero exit (exit 0 there means "completed").
+fn keeps_running(policy: RestartPolicy, exit_code: Option<i64>) -> bool {
+    match policy {
+        RestartPolicy::No => false,
+        RestartPolicy::OnFailure => exit_code != Some(0),
+        RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+    }
+}
+
+fn exit_code_text(code: Option<i64>) -> String {
+    code.map_or_else(|| "unknown".to_owned(), |c| c.to_string())
 }
 
 /// One thing to do against the engine.
@@ -515,8 +649,28 @@ pub fn plan(
                 .iter()
                 .find(|d| !views.get(*d).is_some_and(ready));
             let mut acts: Vec<Action> = Vec::new();
+            let crashes = m.map_or(0, |m| m.crashes);
+            let last_crash = m.and_then(|m| m.last_crash);
+            let crash_recent = crashes > 0 && last_crash.is_some_and(|t| now < t + STABLE_AFTER);
+            let crash_failed = crashes > 0 && crashes >= policy.attempts;
+            // The exit code of the last crash: Docker shows it while the container is
+            // restarting or stopped; once it runs again, the one remembered.
+            let crash_code = |cur: &ContainerInfo| {
+                if cur.is_running() || cur.status == "created" {
+                    m.and_then(|m| m.crash_exit_code)
+                } else {
+                    cur.exit_code.or(m.and_then(|m| m.crash_exit_code))
+                }
+            };
+            if crashes > 0 {
+                view.attempts = view.attempts.max(crashes);
+            }
             match current {
-                Some(cur) if cur.is_running() && (!has_hc || cur.health == Health::Healthy) => {
+                Some(cur)
+                    if cur.is_running()
+                        && (!has_hc || cur.health == Health::Healthy)
+                        && !crash_recent =>
+                {
                     view.state = State::Installed;
                     view.reason = "running".into();
                     view.error = None;
@@ -532,6 +686,19 @@ pub fn plan(
                 _ if m.is_some_and(|m| m.failed) => {
                     view.state = State::Failed;
                     view.reason = "attempt limit reached".into();
+                }
+                Some(cur) if crash_failed => {
+                    // Docker may keep restarting it (its policy); the agent no longer does.
+                    view.state = State::Failed;
+                    view.reason = "crash loop".into();
+                    view.error = err(
+                        error_code::START_FAILED,
+                        format!(
+                            "container keeps crashing: {crashes} crashes without staying up {} s (last exit code {})",
+                            STABLE_AFTER.as_secs(),
+                            exit_code_text(crash_code(cur))
+                        ),
+                    );
                 }
                 Some(cur) if cur.is_running() && cur.health == Health::Unhealthy => {
                     view.reason = "unhealthy".into();
@@ -556,6 +723,19 @@ pub fn plan(
                         }
                     }
                 }
+                Some(cur) if cur.is_running() && crash_recent => {
+                    view.reason = "restarted, waiting until it stays up".into();
+                    view.error = err(
+                        error_code::START_FAILED,
+                        format!(
+                            "container crashed {crashes} of {} allowed times (last exit code {}); installed once it stays up {} s",
+                            policy.attempts,
+                            exit_code_text(crash_code(cur)),
+                            STABLE_AFTER.as_secs()
+                        ),
+                    );
+                    wake(last_crash.map(|t| t + STABLE_AFTER), &mut out);
+                }
                 Some(cur) if cur.is_running() => {
                     view.reason = "waiting for healthy".into();
                 }
@@ -564,8 +744,9 @@ pub fn plan(
                     view.error = err(
                         error_code::START_FAILED,
                         format!(
-                            "container keeps restarting (exit code {})",
-                            cur.exit_code.unwrap_or_default()
+                            "container keeps restarting: crashed {crashes} of {} allowed times (last exit code {})",
+                            policy.attempts,
+                            exit_code_text(crash_code(cur))
                         ),
                     );
                 }
@@ -585,6 +766,32 @@ pub fn plan(
                         error_code::START_FAILED,
                         format!("exited with code {}", cur.exit_code.unwrap_or(-1)),
                     );
+                }
+                Some(cur)
+                    if cur.status != "created"
+                        && c.restart == RestartPolicy::OnFailure
+                        && cur.exit_code == Some(0) =>
+                {
+                    // `on-failure` does not restart a clean exit: the job is done.
+                    view.state = State::Installed;
+                    view.reason = "completed".into();
+                    view.error = None;
+                }
+                Some(cur)
+                    if crashes > 0
+                        && m.and_then(|m| m.crash_restart_at).is_some_and(|t| t > now)
+                        && matches!(cur.status.as_str(), "exited" | "dead") =>
+                {
+                    view.reason = "crashed, restarting after a pause".into();
+                    view.error = err(
+                        error_code::START_FAILED,
+                        format!(
+                            "container exited with code {} ({crashes} of {} allowed crashes)",
+                            exit_code_text(crash_code(cur)),
+                            policy.attempts
+                        ),
+                    );
+                    wake(m.and_then(|m| m.crash_restart_at), &mut out);
                 }
                 _ if gated(m) => {
                     view.state = State::Pending;
@@ -610,6 +817,16 @@ pub fn plan(
                         } else {
                             "container stopped".into()
                         };
+                        if crashes > 0 && cur.status != "created" {
+                            view.error = err(
+                                error_code::START_FAILED,
+                                format!(
+                                    "container exited with code {} ({crashes} of {} allowed crashes)",
+                                    exit_code_text(crash_code(cur)),
+                                    policy.attempts
+                                ),
+                            );
+                        }
                         acts.push(Action::Start {
                             key: key.clone(),
                             id: cur.id.clone(),
@@ -957,6 +1174,83 @@ mod tests {
         m2.entry(&key, &web.spec_hash).failed = true;
         m2.new_generation(2);
         assert!(!m2.comps[&key].failed && m2.comps[&key].next_try.is_none());
+    }
+
+    #[test]
+    fn crashes_are_counted_from_docker_with_a_baseline_and_reset_by_a_new_generation() {
+        let id = Identity::new("s", "n");
+        let t0 = Instant::now();
+        let web = comp("web", "r/web:1", &[]);
+        let d = doc(vec![web.clone()]);
+        let key = ("d".to_owned(), "web".to_owned());
+        let seen = |restarts: u32, status: &str, exit: Option<i64>| {
+            let mut c = container(&id, &web, status);
+            c.restart_count = restarts;
+            c.exit_code = exit;
+            Observed {
+                containers: vec![c],
+                images: images(&["r/web:1"]),
+                ..Observed::default()
+            }
+        };
+        let state = |m: &Memory, o: &Observed, now: Instant| {
+            plan(Some(&d), o, m, &id, now).components[0].clone()
+        };
+        let mut m = Memory::default();
+        m.new_generation(1);
+        // Adopted with 7 restarts behind it: the baseline, nothing counted.
+        let o = seen(7, "running", Some(0));
+        assert!(m.observe_crashes(&d, &o, &id, t0, 0.0).is_empty());
+        assert_eq!(state(&m, &o, t0).state, State::Installed);
+        // Docker restarted it twice since: two crashes, installing with the exit code.
+        let o = seen(9, "restarting", Some(1));
+        let crashes = m.observe_crashes(&d, &o, &id, t0, 0.0);
+        assert_eq!(crashes.len(), 1);
+        assert_eq!(crashes[0].crashes, 2);
+        let v = state(&m, &o, t0);
+        assert_eq!(v.state, State::Installing);
+        assert!(v.error.as_ref().is_some_and(
+            |e| e.code == error_code::START_FAILED && e.message.contains("exit code 1")
+        ));
+        // Up again, but not for long enough: still installing, with a wake-up.
+        let o = seen(9, "running", Some(0));
+        assert!(m.observe_crashes(&d, &o, &id, t0, 0.0).is_empty());
+        let p = plan(Some(&d), &o, &m, &id, t0 + Duration::from_secs(1));
+        assert_eq!(p.components[0].state, State::Installing);
+        assert_eq!(p.wake_at, Some(t0 + STABLE_AFTER));
+        // A third crash reaches the limit (3): failed, and no action from the agent.
+        let o = seen(10, "restarting", Some(1));
+        m.observe_crashes(&d, &o, &id, t0, 0.0);
+        let p = plan(Some(&d), &o, &m, &id, t0);
+        assert_eq!(p.components[0].state, State::Failed);
+        assert!(p.actions.is_empty());
+        assert_eq!(m.comps[&key].crashes, 3);
+        // A new generation resets the count but keeps the baseline.
+        m.new_generation(2);
+        assert!(m.observe_crashes(&d, &o, &id, t0, 0.0).is_empty());
+        assert_eq!(state(&m, &o, t0).state, State::Installing);
+        // Running for 10 s after the last crash: installed, counts settle to zero.
+        let o = seen(10, "running", Some(0));
+        m.observe_crashes(&d, &o, &id, t0, 0.0);
+        let p = plan(Some(&d), &o, &m, &id, t0 + STABLE_AFTER);
+        assert_eq!(p.components[0].state, State::Installed);
+        m.settle(&p);
+        assert_eq!(m.comps[&key].crashes, 0);
+        // Stopped while its policy should keep it running: one crash, restarted by the
+        // agent only after the backoff.
+        let o = seen(10, "exited", Some(137));
+        m.observe_crashes(&d, &o, &id, t0, 0.0);
+        assert!(
+            m.observe_crashes(&d, &o, &id, t0, 0.0).is_empty(),
+            "counted once"
+        );
+        let p = plan(Some(&d), &o, &m, &id, t0);
+        assert!(p.actions.is_empty());
+        assert_eq!(p.components[0].state, State::Installing);
+        let after = m.comps[&key].crash_restart_at.expect("restart deadline");
+        assert!(after > t0);
+        let p = plan(Some(&d), &o, &m, &id, after);
+        assert_eq!(kinds(&p), vec!["start web"]);
     }
 
     #[test]

@@ -155,6 +155,25 @@ impl Reconciler {
     ) -> Plan {
         if let Some(d) = desired {
             self.memory.new_generation(d.generation);
+            for crash in
+                self.memory
+                    .observe_crashes(d, observed, &self.identity, now, fastrand::f64())
+            {
+                // Docker keeps restarting a failed one (up to once a minute): stay quiet then.
+                if crash.crashes <= crash.limit {
+                    tracing::warn!(
+                        deployment = %crash.key.0,
+                        component = %crash.key.1,
+                        container = %crash.container,
+                        crashes = crash.crashes,
+                        limit = crash.limit,
+                        exit_code = crash.exit_code,
+                        "container crashed"
+                    );
+                } else {
+                    tracing::debug!(deployment = %crash.key.0, component = %crash.key.1, crashes = crash.crashes, exit_code = crash.exit_code, "container crashed again");
+                }
+            }
         }
         let p = plan::plan(desired, observed, &self.memory, &self.identity, now);
         self.memory.settle(&p);

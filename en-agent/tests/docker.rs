@@ -409,3 +409,86 @@ async fn docker_missing_image_fails_after_the_attempt_limit_with_the_reason() {
     stop.cancel();
     agent.wait().await.expect("agent stops");
 }
+
+fn error_of(s: &NodeStatus, dep: &str, comp: &str) -> schemas::ErrorInfo {
+    component(s, dep, comp)
+        .error
+        .clone()
+        .unwrap_or_else(|| panic!("no error on {dep}/{comp}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_crash_loops_end_failed_with_the_exit_code_and_a_new_generation_resets() {
+    require_docker!();
+    let lab = Lab::new("crash");
+    let (v1, _) = lab.image("v1");
+    let stop = CancellationToken::new();
+    let agent = lab.spawn(&stop);
+    // `boom` exits 1 at once, forever; Docker restarts it (restart: always).
+    let mut boom = comp("boom", &v1);
+    boom.command = Some(vec![
+        "/busybox".into(),
+        "sh".into(),
+        "-c".into(),
+        "exit 1".into(),
+    ]);
+    boom.restart = schemas::component::RestartPolicy::Always;
+    // `later` runs until /crash exists, then exits 3 at every start (unless-stopped).
+    let mut later = comp("later", &v1);
+    later.command = Some(vec![
+        "/busybox".into(),
+        "sh".into(),
+        "-c".into(),
+        "trap 'exit 0' TERM; while true; do if /busybox test -f /crash; then exit 3; fi; /busybox sleep 0.2; done"
+            .into(),
+    ]);
+    let d = fast(deployment("app", vec![boom.with_hash(), later.with_hash()]));
+    agent.submit_desired(lab.doc(1, vec![d.clone()]));
+    let s = until(&agent, "boom failed, later installed", |s| {
+        s.deployments
+            .iter()
+            .flat_map(|d| &d.components)
+            .any(|c| c.name == "boom" && c.state == State::Failed)
+            && component(s, "app", "later").state == State::Installed
+    })
+    .await;
+    let e = error_of(&s, "app", "boom");
+    assert_eq!(e.code, error_code::START_FAILED, "{}", e.message);
+    assert!(e.message.contains("exit code 1"), "{}", e.message);
+    let c = component(&s, "app", "boom");
+    assert_eq!(c.attempts, 3);
+    assert!(c.restart_count >= 3, "restart count {}", c.restart_count);
+
+    // `later` ran and was installed; now it crash-loops: reported, then failed.
+    let later_id = component(&s, "app", "later")
+        .container_id
+        .clone()
+        .expect("id");
+    must(&["exec", &later_id, "/busybox", "touch", "/crash"]);
+    let s = until(&agent, "later failed", |s| {
+        component(s, "app", "later").state == State::Failed
+    })
+    .await;
+    let e = error_of(&s, "app", "later");
+    assert_eq!(e.code, error_code::START_FAILED, "{}", e.message);
+    assert!(e.message.contains("exit code 3"), "{}", e.message);
+    assert_eq!(
+        component(&s, "app", "later").container_id.as_deref(),
+        Some(later_id.as_str()),
+        "measured on the same container, not recreated"
+    );
+
+    // A new generation resets the counts: installing again, then failed again.
+    agent.submit_desired(lab.doc(2, vec![d]));
+    until(&agent, "boom counts afresh", |s| {
+        s.observed_generation == 2 && component(s, "app", "boom").state == State::Installing
+    })
+    .await;
+    let s = until(&agent, "boom failed again", |s| {
+        s.observed_generation == 2 && component(s, "app", "boom").state == State::Failed
+    })
+    .await;
+    assert!(error_of(&s, "app", "boom").message.contains("exit code 1"));
+    stop.cancel();
+    agent.wait().await.expect("agent stops");
+}

@@ -639,3 +639,152 @@ async fn events_report_each_transition_once() {
         assert_eq!(pair[0].2, pair[1].1.expect("from"), "{web:?}");
     }
 }
+
+fn error_of(s: &NodeStatus, dep: &str, comp: &str) -> (String, String) {
+    let e = component(s, dep, comp)
+        .error
+        .clone()
+        .unwrap_or_else(|| panic!("no error on {dep}/{comp}: {s:#?}"));
+    (e.code, e.message)
+}
+
+#[tokio::test(start_paused = true)]
+async fn crash_looping_container_ends_failed_with_its_exit_code_and_a_new_generation_resets() {
+    let rig = Rig::new();
+    rig.fake.add_registry_image("reg/web:v1");
+    // Exits 1 right after every start; the default policy (unless-stopped) makes the
+    // engine restart it over and over.
+    rig.fake.set_image_crash("reg/web:v1", Some(1));
+    let d = |g| doc(g, vec![deployment("app", vec![comp("web", "reg/web:v1")])]);
+    rig.submit(&d(1));
+    let s = rig
+        .until("crash loop counted while installing", |s| {
+            s.state == Some(State::Installing)
+                && s.deployments
+                    .iter()
+                    .flat_map(|d| &d.components)
+                    .any(|c| c.error.is_some())
+        })
+        .await;
+    assert_eq!(error_of(&s, "app", "web").0, error_code::START_FAILED);
+    let s = rig
+        .until("failed after the attempt limit", |s| {
+            s.state == Some(State::Failed)
+        })
+        .await;
+    let (code, message) = error_of(&s, "app", "web");
+    assert_eq!(code, error_code::START_FAILED);
+    assert!(message.contains("exit code 1"), "{message}");
+    let c = component(&s, "app", "web");
+    assert_eq!(c.attempts, 3);
+    assert!(c.restart_count >= 3, "restart count {}", c.restart_count);
+    assert!(!s.converged);
+    // The engine restarts it (its policy), the agent started it once and no more.
+    assert_eq!(rig.fake.count_calls("start"), 1);
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    let s = rig.agent().status().borrow().clone().expect("status");
+    assert_eq!(s.state, Some(State::Failed));
+    assert_eq!(rig.fake.count_calls("start"), 1);
+    assert_eq!(rig.fake.count_calls("create"), 1);
+
+    // A new generation resets the count: installing again, then failed again.
+    rig.submit(&d(2));
+    rig.until("generation 2 counts afresh", |s| {
+        s.observed_generation == 2 && s.state == Some(State::Installing)
+    })
+    .await;
+    let s = rig
+        .until("generation 2 failed", |s| {
+            s.observed_generation == 2 && s.state == Some(State::Failed)
+        })
+        .await;
+    assert_eq!(component(&s, "app", "web").attempts, 3);
+
+    // Fixed (the next restart stays up): installed once it stayed up long enough.
+    rig.fake.set_image_crash("reg/web:v1", None);
+    let t0 = tokio::time::Instant::now();
+    let s = rig.converged(2).await;
+    assert!(t0.elapsed() >= en_agent::plan::STABLE_AFTER);
+    let c = component(&s, "app", "web");
+    assert_eq!(c.attempts, 0);
+    assert!(c.error.is_none());
+    assert_eq!(rig.fake.count_calls("create"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn installed_container_that_starts_crash_looping_is_reported_then_failed() {
+    let rig = Rig::new();
+    rig.fake.add_registry_image("reg/web:v1");
+    rig.submit(&doc(
+        1,
+        vec![deployment("app", vec![comp("web", "reg/web:v1")])],
+    ));
+    let s = rig.converged(1).await;
+    let id = component(&s, "app", "web")
+        .container_id
+        .clone()
+        .expect("id");
+    let mut events = rig.agent().events();
+    // From now on it exits 2 at every start; it crashes once by itself.
+    rig.fake.set_image_crash("reg/web:v1", Some(2));
+    rig.fake.crash(&id, 2);
+    let s = rig
+        .until("back to installing", |s| {
+            s.state == Some(State::Installing) && !s.converged
+        })
+        .await;
+    assert_eq!(error_of(&s, "app", "web").0, error_code::START_FAILED);
+    let s = rig
+        .until("failed", |s| s.state == Some(State::Failed))
+        .await;
+    let (code, message) = error_of(&s, "app", "web");
+    assert_eq!(code, error_code::START_FAILED);
+    assert!(message.contains("exit code 2"), "{message}");
+    assert_eq!(
+        component(&s, "app", "web").container_id.as_deref(),
+        Some(id.as_str())
+    );
+    let mut path = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if e.component.as_deref() == Some("web") {
+            path.push((e.from, e.to));
+        }
+    }
+    assert_eq!(
+        path.first(),
+        Some(&(Some(State::Installed), State::Installing)),
+        "{path:?}"
+    );
+    assert_eq!(path.last().map(|p| p.1), Some(State::Failed), "{path:?}");
+    assert_eq!(rig.fake.count_calls("create"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_single_crash_is_reported_and_installed_again_once_it_stays_up() {
+    let rig = Rig::new();
+    rig.fake.add_registry_image("reg/web:v1");
+    rig.submit(&doc(
+        1,
+        vec![deployment("app", vec![comp("web", "reg/web:v1")])],
+    ));
+    let s = rig.converged(1).await;
+    let id = component(&s, "app", "web")
+        .container_id
+        .clone()
+        .expect("id");
+    rig.fake.crash(&id, 139);
+    let s = rig
+        .until("crash seen", |s| {
+            s.deployments
+                .iter()
+                .flat_map(|d| &d.components)
+                .any(|c| c.error.is_some())
+        })
+        .await;
+    assert_eq!(component(&s, "app", "web").state, State::Installing);
+    let s = rig.converged(1).await;
+    let c = component(&s, "app", "web");
+    assert!(c.error.is_none() && c.attempts == 0, "{c:?}");
+    assert_eq!(c.container_id.as_deref(), Some(id.as_str()));
+    assert_eq!(rig.fake.count_calls("start"), 1);
+}

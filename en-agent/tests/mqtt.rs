@@ -199,3 +199,44 @@ async fn agent_without_a_reachable_broker_still_converges_and_connects_later() {
     stop.cancel();
     agent.wait().await.expect("stops");
 }
+
+#[tokio::test]
+async fn stop_during_a_long_pull_is_prompt_and_publishes_offline() {
+    let addr = start_broker();
+    let (_client, mut rx) = observer(addr).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeRuntime::new();
+    fake.add_registry_image("reg/web:v1");
+    // A pull on a slow link: a minute.
+    fake.set_op_latency(en_agent::runtime::fake::Op::Pull, Duration::from_secs(60));
+    let stop = CancellationToken::new();
+    let agent = en_agent::spawn(
+        agent_config(addr, dir.path()),
+        Arc::new(fake.clone()),
+        stop.clone(),
+    )
+    .expect("spawn");
+    next_on::<Presence>(&mut rx, "online", |p| p.online).await;
+    agent.submit_desired(bytes(&doc(
+        1,
+        vec![deployment("app", vec![comp("web", "reg/web:v1")])],
+    )));
+    // The status of generation 1 is published right before the pull starts.
+    agent
+        .wait_status(Duration::from_secs(10), |s| {
+            s.observed_generation == 1 && s.state == Some(schemas::State::Installing)
+        })
+        .await
+        .expect("installing");
+    let t0 = std::time::Instant::now();
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), agent.wait())
+        .await
+        .expect("the agent stops without waiting for the pull")
+        .expect("stops cleanly");
+    let (p, _) = next_on::<Presence>(&mut rx, "online", |p| !p.online).await;
+    assert_eq!(p.epoch, 1);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    // The pull was abandoned, not completed.
+    assert!(fake.images().is_empty(), "{:?}", fake.images());
+}

@@ -4,12 +4,15 @@
 //! container can be created, ports conflict, containers with a healthcheck become healthy
 //! on start (or unhealthy, for images marked so). Knobs: per-call latency, failure
 //! injection per operation and image, killing and removing containers by hand, changing
-//! health, making the engine unreachable, free disk. Every instance is independent.
+//! health, making the engine unreachable, free disk, containers that crash (with Docker's
+//! restart policy: restart count, `restarting`, doubling delay). Every instance is
+//! independent.
 
 use super::{ContainerInfo, ContainerRuntime, ContainerSpec, EngineInfo, ImageInfo, RuntimeError};
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
+use schemas::component::RestartPolicy;
 use schemas::Health;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -63,6 +66,9 @@ struct State {
     volumes: BTreeSet<String>,
     unreachable: bool,
     latency: Duration,
+    op_latency: BTreeMap<Op, Duration>,
+    /// Images whose containers exit with this code right after every start.
+    crash_images: BTreeMap<String, i64>,
     fail_rules: Vec<FailRule>,
     free_disk: Option<u64>,
     calls: Vec<String>,
@@ -128,6 +134,95 @@ impl FakeRuntime {
     /// Latency added to every call.
     pub fn set_latency(&self, latency: Duration) {
         self.lock().latency = latency;
+    }
+
+    /// Extra latency of one operation (on top of [`FakeRuntime::set_latency`]), e.g. a slow
+    /// pull.
+    pub fn set_op_latency(&self, op: Op, latency: Duration) {
+        self.lock().op_latency.insert(op, latency);
+    }
+
+    /// Containers of `reference` exit with `exit_code` right after every start, from now
+    /// on (`None`: they run normally again; a container Docker is restarting then comes
+    /// up at its next restart). Docker's restart policy applies as in
+    /// [`FakeRuntime::crash`].
+    pub fn set_image_crash(&self, reference: &str, exit_code: Option<i64>) {
+        let mut s = self.lock();
+        match exit_code {
+            Some(code) => s.crash_images.insert(reference.to_owned(), code),
+            None => s.crash_images.remove(reference),
+        };
+    }
+
+    /// The process of a container exits with `exit_code`, as Docker handles it: with
+    /// restart policy `no` (or `on-failure` and code 0) it stays `exited`; otherwise it is
+    /// `restarting`, its restart count goes up, and it is started again after 100 ms,
+    /// 200 ms, 400 ms … (capped at 1 min) — crashing again at once while its image is
+    /// marked by [`FakeRuntime::set_image_crash`]. Needs a tokio runtime for the restarts.
+    pub fn crash(&self, id: &str, exit_code: i64) {
+        let restarting = Self::exit(&mut self.lock(), id, exit_code);
+        self.notify();
+        if restarting {
+            self.spawn_restarter(id.to_owned());
+        }
+    }
+
+    /// Applies an exit; true when Docker's restart policy restarts the container.
+    fn exit(s: &mut State, id: &str, exit_code: i64) -> bool {
+        let Some(c) = s.containers.get_mut(id) else {
+            return false;
+        };
+        let policy = c.spec.as_ref().map_or(RestartPolicy::No, |sp| sp.restart);
+        let restarts = match policy {
+            RestartPolicy::No => false,
+            RestartPolicy::OnFailure => exit_code != 0,
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+        };
+        c.info.exit_code = Some(exit_code);
+        c.info.health = Health::None;
+        if restarts {
+            c.info.status = "restarting".into();
+            c.info.restart_count += 1;
+        } else {
+            c.info.status = "exited".into();
+        }
+        restarts
+    }
+
+    /// Docker's restart manager for one container: while it is `restarting`, start it
+    /// after a doubling delay; it crashes again while its image is marked.
+    fn spawn_restarter(&self, id: String) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let this = self.clone();
+        handle.spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            loop {
+                tokio::time::sleep(delay).await;
+                let mut s = this.lock();
+                let Some(c) = s.containers.get(&id) else {
+                    return;
+                };
+                if c.info.status != "restarting" {
+                    return;
+                }
+                let crash = s.crash_images.get(&c.info.image).copied();
+                let restarting = match crash {
+                    Some(code) => Self::exit(&mut s, &id, code),
+                    None => {
+                        let _ = Self::run(&mut s, &id);
+                        false
+                    }
+                };
+                drop(s);
+                this.notify();
+                if !restarting {
+                    return;
+                }
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        });
     }
 
     /// Free disk reported (`None`: unknown).
@@ -263,7 +358,12 @@ impl FakeRuntime {
         image: Option<&str>,
         call: Option<String>,
     ) -> Result<(), RuntimeError> {
-        let latency = self.lock().latency;
+        let latency = {
+            let s = self.lock();
+            s.latency
+                + op.and_then(|o| s.op_latency.get(&o).copied())
+                    .unwrap_or_default()
+        };
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
@@ -338,6 +438,21 @@ impl FakeRuntime {
             (true, false) => Health::Healthy,
         };
         Ok(())
+    }
+}
+
+impl FakeRuntime {
+    /// A container of a crashing image exits right after it started; true when Docker's
+    /// restart policy restarts it.
+    fn crash_on_start(s: &mut State, id: &str) -> bool {
+        let code = s
+            .containers
+            .get(id)
+            .and_then(|c| s.crash_images.get(&c.info.image).copied());
+        match code {
+            Some(code) => Self::exit(s, id, code),
+            None => false,
+        }
     }
 }
 
@@ -519,8 +634,12 @@ impl ContainerRuntime for FakeRuntime {
         .await?;
         let mut s = self.lock();
         let r = Self::run(&mut s, id);
+        let restarting = r.is_ok() && Self::crash_on_start(&mut s, id);
         drop(s);
         self.notify();
+        if restarting {
+            self.spawn_restarter(id.to_owned());
+        }
         r
     }
 
@@ -537,8 +656,12 @@ impl ContainerRuntime for FakeRuntime {
             c.info.status = "exited".into();
         }
         let r = Self::run(&mut s, id);
+        let restarting = r.is_ok() && Self::crash_on_start(&mut s, id);
         drop(s);
         self.notify();
+        if restarting {
+            self.spawn_restarter(id.to_owned());
+        }
         r
     }
 
