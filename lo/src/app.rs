@@ -14,6 +14,7 @@ use crate::observe::{Fleet, PresenceOutcome};
 use crate::plan::{self, NodeInput};
 use crate::policy::{self, Decision, GuardFlags};
 use crate::render::{self, Inventory, NodeDesired, PublishedRecord, RollbackOverride};
+use crate::rollout::{self, PaceNode, RolloutSummary};
 use crate::source::{Commit, DesiredSource, GitSource, SourceError};
 use crate::store::{Bookkeeping, ServedRecord, Store, StoreError};
 use rumqttc::{AsyncClient, QoS};
@@ -70,6 +71,7 @@ pub struct Shared {
     pub mqtt_connected: AtomicBool,
     served: Mutex<Option<String>>,
     status: Mutex<Option<SiteStatus>>,
+    rollout: Mutex<Option<RolloutSummary>>,
 }
 
 impl Shared {
@@ -82,6 +84,54 @@ impl Shared {
     pub fn site_status(&self) -> Option<SiteStatus> {
         self.status.lock().ok().and_then(|g| g.clone())
     }
+
+    /// The rollout pacing state (present while the Site sets `rollout.maxParallel`).
+    pub fn rollout(&self) -> Option<RolloutSummary> {
+        self.rollout.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// The latest site status as published: [`Shared::site_status`] with the rollout fields
+    /// (`rollout`, and `waiting` on nodes held back).
+    pub fn site_status_json(&self) -> Option<serde_json::Value> {
+        let st = self.site_status()?;
+        Some(status_json(&st, self.rollout().as_ref()))
+    }
+}
+
+/// Most node names listed in the `rollout` part of the site status (the counts are exact).
+const MAX_ROLLOUT_NAMES: usize = 100;
+
+/// The site status document with the rollout fields added: a top-level `rollout` object and
+/// `waiting` on every node held back by pacing. (They are extra fields of `fleet.site/v1`,
+/// which readers accept; the schemas crate does not model them yet.)
+pub fn status_json(st: &SiteStatus, rollout: Option<&RolloutSummary>) -> serde_json::Value {
+    let mut v = serde_json::to_value(st).unwrap_or(serde_json::Value::Null);
+    let Some(r) = rollout else { return v };
+    if let Some(nodes) = v.get_mut("nodes").and_then(|n| n.as_array_mut()) {
+        for n in nodes {
+            let waiting = n
+                .get("node")
+                .and_then(|x| x.as_str())
+                .is_some_and(|name| r.waiting.binary_search_by(|w| w.as_str().cmp(name)).is_ok());
+            if waiting {
+                if let Some(o) = n.as_object_mut() {
+                    o.insert("waiting".into(), rollout::WAITING.into());
+                }
+            }
+        }
+    }
+    let mut listed = r.clone();
+    listed.in_flight.truncate(MAX_ROLLOUT_NAMES);
+    listed.waiting.truncate(MAX_ROLLOUT_NAMES);
+    let mut obj = serde_json::to_value(&listed).unwrap_or_default();
+    if let Some(o) = obj.as_object_mut() {
+        o.insert("inFlightCount".into(), r.in_flight.len().into());
+        o.insert("waitingCount".into(), r.waiting.len().into());
+    }
+    if let Some(o) = v.as_object_mut() {
+        o.insert("rollout".into(), obj);
+    }
+    v
 }
 
 /// A running LO.
@@ -166,6 +216,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
             site: cfg.site.clone(),
             topics: topics.clone(),
             last_epoch: store.data.lo_epoch,
+            epoch_file: Some(cfg.state_dir.join("lo-epoch")),
             version: VERSION.into(),
         },
         mqtt_tx,
@@ -192,6 +243,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         None => None,
     };
     let book = store.data.bookkeeping();
+    let published = store.data.published();
     let engine = Engine {
         site: cfg.site.clone(),
         site_path: cfg.site_path(),
@@ -206,7 +258,13 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         served: None,
         last_error: None,
         held: None,
-        desired: BTreeMap::new(),
+        desired: published,
+        target: BTreeMap::new(),
+        published_dirty: false,
+        rollout: None,
+        pace_dirty: false,
+        settle_at: None,
+        settled: false,
         floors: BTreeMap::new(),
         converged: BTreeMap::new(),
         inventory: Inventory::default(),
@@ -385,7 +443,21 @@ struct Engine {
     last_error: Option<SiteError>,
     held: Option<SiteError>,
     fleet: Fleet,
+    /// What each node was last handed (the content of its current generation).
     desired: BTreeMap<String, NodeDesired>,
+    /// What each node should run at the served revision (differs from `desired` while rollout
+    /// pacing holds a node back).
+    target: BTreeMap<String, NodeDesired>,
+    /// `desired` changed since the last save.
+    published_dirty: bool,
+    /// Rollout pacing state, while the Site sets `maxParallel`.
+    rollout: Option<RolloutSummary>,
+    /// Something pacing depends on changed (status, presence).
+    pace_dirty: bool,
+    /// When presence read back after the first CONNACK is complete (mono ms): before, a node
+    /// not seen online may just not have been heard from yet.
+    settle_at: Option<u64>,
+    settled: bool,
     floors: BTreeMap<String, u64>,
     /// node → (generation, ms from publish to converged).
     converged: BTreeMap<String, (u64, u64)>,
@@ -446,6 +518,10 @@ impl Engine {
     }
 
     fn save(&mut self) {
+        if self.published_dirty {
+            self.store.data.set_published(&self.desired);
+            self.published_dirty = false;
+        }
         if self.book_dirty {
             self.store.data.set_bookkeeping(&self.book);
             self.book_dirty = false;
@@ -489,6 +565,16 @@ impl Engine {
     }
 
     async fn on_commit(&mut self, commit: Commit, files: Vec<(String, String)>, restored: bool) {
+        if files.is_empty() {
+            // A missing (renamed, deleted, mistyped) or empty site folder is a broken commit,
+            // not an order to remove everything: rejected, the last good revision stays.
+            self.reject(
+                &commit.id,
+                "commit rejected: site folder missing or empty",
+                vec![crate::source::missing_site_problem(&self.site_path)],
+            );
+            return;
+        }
         let loaded = schemas::git::load_site(
             &self.site,
             files.iter().map(|(p, c)| (p.as_str(), c.as_str())),
@@ -593,6 +679,7 @@ impl Engine {
     /// Renders every node, persists new generations, then publishes what changed.
     async fn reconcile(&mut self) {
         self.reconcile_pending = false;
+        self.pace_dirty = false;
         let Some(served) = &self.served else { return };
         let started = Instant::now();
         let revision = Revision {
@@ -622,15 +709,61 @@ impl Engine {
                 rendered.insert(node.clone(), doc);
             }
         }
+        // Rollout pacing: which nodes whose run changes get their new document now.
+        let max_parallel = served
+            .docs
+            .spec()
+            .rollout
+            .as_ref()
+            .and_then(|r| r.max_parallel);
+        let mono = self.mono_ms();
+        let settled = self.settled;
+        let mut pace_in = BTreeMap::new();
+        for node in inventory.nodes.keys() {
+            let Some(t) = rendered.get(node) else {
+                continue;
+            };
+            let rec = self.store.data.nodes.get(node);
+            let status = self.fleet.get(node).and_then(|o| o.status.as_ref());
+            let online = self.fleet.online(node, mono);
+            let pending = match (rec, self.desired.get(node)) {
+                (Some(_), Some(p)) => {
+                    p.revision.commit != t.revision.commit && p.run_hash() != t.run_hash()
+                }
+                _ => false,
+            };
+            let in_flight = rec.is_some_and(|r| {
+                rollout::in_flight(r.rollout, r.generation, status, online || !settled)
+            });
+            pace_in.insert(
+                node.clone(),
+                PaceNode {
+                    pending,
+                    in_flight,
+                    online,
+                },
+            );
+        }
+        let pacing = rollout::pace(max_parallel, &pace_in);
         let mut changed = Vec::new();
         let now = now_ms();
         let issued = schemas::now_rfc3339();
-        for (node, nd) in &rendered {
-            let hash = nd.content_hash();
+        let mut published = BTreeMap::new();
+        for (node, t) in &rendered {
+            let prev = self.store.data.nodes.get(node);
+            let waiting = pacing.waiting.contains(node);
+            let content = match self.desired.get(node) {
+                Some(p) if waiting => p.clone(),
+                _ => t.clone(),
+            };
+            let step = !waiting && pace_in.get(node).is_some_and(|p| p.pending);
+            let hash = content.content_hash();
             let floor = self.floors.get(node).copied().unwrap_or(0);
-            if let Some(generation) =
-                render::next_generation(self.store.data.nodes.get(node), &hash, floor)
-            {
+            if let Some(generation) = render::next_generation(prev, &hash, floor) {
+                // A node still applying a rollout step stays in flight with its next document.
+                let status = self.fleet.get(node).and_then(|o| o.status.as_ref());
+                let carry =
+                    prev.is_some_and(|r| rollout::in_flight(r.rollout, r.generation, status, true));
                 self.store.data.nodes.insert(
                     node.clone(),
                     PublishedRecord {
@@ -638,15 +771,41 @@ impl Engine {
                         content_hash: hash,
                         issued_at: issued.clone(),
                         published_ms: now,
+                        rollout: step || carry,
                     },
                 );
                 changed.push(node.clone());
             }
+            published.insert(node.clone(), content);
         }
+        let summary = max_parallel.map(|m| RolloutSummary {
+            max_parallel: m,
+            in_flight: pacing.in_flight.iter().cloned().collect(),
+            waiting: pacing.waiting.iter().cloned().collect(),
+        });
+        if summary.as_ref().map(|r| (&r.in_flight, &r.waiting))
+            != self.rollout.as_ref().map(|r| (&r.in_flight, &r.waiting))
+        {
+            if let Some(r) = &summary {
+                tracing::info!(
+                    max_parallel = r.max_parallel,
+                    in_flight = r.in_flight.len(),
+                    waiting = r.waiting.len(),
+                    granted = pacing.granted.len(),
+                    "rollout paced"
+                );
+            }
+        }
+        if let Ok(mut g) = self.shared.rollout.lock() {
+            *g = summary.clone();
+        }
+        self.rollout = summary;
         self.inventory = inventory;
-        self.desired = rendered;
+        self.desired = published;
+        self.target = rendered;
         if !changed.is_empty() {
             // Persist before publishing: a generation that went out is never reused.
+            self.published_dirty = true;
             self.save();
             for node in &changed {
                 self.publish_desired(node).await;
@@ -733,6 +892,11 @@ impl Engine {
                 }
                 self.connected = true;
                 self.shared.mqtt_connected.store(true, Ordering::SeqCst);
+                if self.settle_at.is_none() {
+                    // Retained presence and status arrive within a heartbeat timeout.
+                    self.settle_at =
+                        Some(self.mono_ms() + self.cfg.heartbeat_timeout.as_millis() as u64);
+                }
                 self.store.data.lo_epoch = epoch;
                 self.save();
                 let subs = [
@@ -745,6 +909,21 @@ impl Engine {
                 .map(|(c, q)| {
                     rumqttc::SubscribeFilter::new(self.topics.all_nodes(&self.site, c), q)
                 });
+                if session_present && !self.ever_connected {
+                    // A new process on a kept session: rumqttd sends retained messages only
+                    // for a subscription the session does not have yet (and only unsubscribes
+                    // a restored one after it was subscribed on this connection). Subscribe,
+                    // unsubscribe, and subscribe again below, so the retained status, presence
+                    // and desired documents are read back.
+                    if let Err(e) = self.client.subscribe_many(subs.clone()).await {
+                        tracing::warn!(error = %e, "cannot subscribe");
+                    }
+                    for f in &subs {
+                        if let Err(e) = self.client.unsubscribe(f.path.clone()).await {
+                            tracing::warn!(error = %e, "cannot unsubscribe");
+                        }
+                    }
+                }
                 if let Err(e) = self.client.subscribe_many(subs).await {
                     tracing::warn!(error = %e, "cannot subscribe");
                 }
@@ -856,6 +1035,7 @@ impl Engine {
                     );
                 }
                 self.status_dirty = true;
+                self.pace_dirty = true;
             }
             NodeChannel::Heartbeat => match serde_json::from_slice::<Heartbeat>(payload) {
                 Ok(hb) => self.fleet.heartbeat(&node, hb, now, &wall),
@@ -938,6 +1118,7 @@ impl Engine {
         }
         self.fleet.status(node, s, now, retain, wall);
         self.status_dirty = true;
+        self.pace_dirty = true;
     }
 
     fn apply(&mut self, node: &str, decisions: Vec<Decision>) {
@@ -1040,6 +1221,19 @@ impl Engine {
         for (node, online) in self.fleet.expire(now) {
             tracing::info!(node = %node, online, "node presence changed");
             self.status_dirty = true;
+            self.pace_dirty = true;
+        }
+        if !self.settled && self.settle_at.is_some_and(|t| now >= t) {
+            self.settled = true;
+            self.pace_dirty = true;
+        }
+        if self.pace_dirty
+            && self
+                .rollout
+                .as_ref()
+                .is_some_and(|r| !r.in_flight.is_empty() || !r.waiting.is_empty())
+        {
+            self.reconcile_pending = true;
         }
         if self.reconcile_pending {
             self.reconcile().await;
@@ -1066,10 +1260,11 @@ impl Engine {
         let Some(served) = &self.served else { return };
         let started = Instant::now();
         let desired: BTreeMap<&str, Vec<&schemas::DesiredDeployment>> = self
-            .desired
+            .target
             .iter()
             .map(|(n, d)| (n.as_str(), d.deployments.iter().map(|x| &*x.spec).collect()))
             .collect();
+        let waiting = self.rollout.as_ref().map(|r| &r.waiting);
         let p = plan::plan(
             &self.site,
             &served.commit,
@@ -1080,7 +1275,8 @@ impl Engine {
                         desired: ds.as_slice(),
                         observed: self.fleet.get(n).and_then(|o| o.status.as_ref()),
                         online: self.fleet.online(n, now),
-                        paced: false,
+                        paced: waiting
+                            .is_some_and(|w| w.binary_search_by(|x| x.as_str().cmp(n)).is_ok()),
                     },
                 )
             }),
@@ -1201,16 +1397,19 @@ impl Engine {
         if !self.connected {
             return;
         }
-        let mut payload = serde_json::to_vec(&st).unwrap_or_default();
+        let rollout = self.rollout.as_ref();
+        let encode =
+            |st: &SiteStatus| serde_json::to_vec(&status_json(st, rollout)).unwrap_or_default();
+        let mut payload = encode(&st);
         if payload.len() > MAX_STATUS_BYTES {
             // Keep the nodes that need attention; the counts stay complete.
             let total = st.nodes.len();
             st.nodes.retain(|n| !(n.online && n.converged));
-            payload = serde_json::to_vec(&st).unwrap_or_default();
+            payload = encode(&st);
             while payload.len() > MAX_STATUS_BYTES && !st.nodes.is_empty() {
                 let keep = st.nodes.len() * 3 / 4;
                 st.nodes.truncate(keep);
-                payload = serde_json::to_vec(&st).unwrap_or_default();
+                payload = encode(&st);
             }
             tracing::debug!(
                 total,

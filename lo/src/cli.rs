@@ -4,7 +4,7 @@
 use crate::observe::Fleet;
 use crate::plan::{self, NodeInput, Plan};
 use crate::render;
-use crate::source::{read_worktree, worktree_head, SourceError};
+use crate::source::{missing_site_problem, read_worktree, worktree_head, SourceError};
 use schemas::git::SiteDocs;
 use schemas::{BrokerUrl, DocProblem, NodeChannel, NodeStatus, Presence, Revision, Topic, Topics};
 use std::collections::BTreeMap;
@@ -28,6 +28,9 @@ pub enum CliError {
 /// Validates the site in a working tree.
 pub fn validate(repo: &Path, site: &str, site_path: &str) -> Result<SiteDocs, CliError> {
     let files = read_worktree(repo, site_path)?;
+    if files.is_empty() {
+        return Err(CliError::Invalid(vec![missing_site_problem(site_path)]));
+    }
     schemas::git::load_site(site, files.iter().map(|(p, c)| (p.as_str(), c.as_str())))
         .map_err(CliError::Invalid)
 }

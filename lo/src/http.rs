@@ -47,7 +47,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    match s.site_status() {
+    match s.site_status_json() {
         Some(st) => (
             StatusCode::OK,
             serde_json::to_string_pretty(&st).unwrap_or_default(),

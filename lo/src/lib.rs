@@ -8,12 +8,12 @@
 //! - Pure core (no tokio, MQTT, Git): [`render`] (site + inventory → per-node documents and
 //!   generations), [`plan`] (desired vs observed → actions; start reading here),
 //!   [`observe`] (presence with epochs, heartbeat timeout), [`policy`] (deletion guard,
-//!   hold / rollback decisions).
+//!   hold / rollback decisions), [`rollout`] (pacing by `maxParallel`).
 //! - Boundaries: [`source`] (the `DesiredSource` trait and its git2 implementation),
 //!   [`mqtt`] (the rumqttc session), [`store`] (state directory), [`audit`] (JSON-lines log).
 //! - Wiring: [`app`] (the engine task owning all state), [`http`] (`/healthz`, `/readyz`,
 //!   `/metrics`, `POST /sync`), [`config`] (layered configuration), [`cli`] (`lo validate`,
-//!   `lo plan`, `lo history`).
+//!   `lo plan`, `lo history`), [`healthcheck`] (`lo healthcheck`).
 //!
 //! Operations are described in `docs/lo.md`.
 
@@ -21,6 +21,7 @@ pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod healthcheck;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;
@@ -28,5 +29,6 @@ pub mod observe;
 pub mod plan;
 pub mod policy;
 pub mod render;
+pub mod rollout;
 pub mod source;
 pub mod store;

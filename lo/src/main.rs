@@ -75,6 +75,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a running LO over HTTP (for images without a shell): exit 0 on a 2xx answer,
+    /// 1 otherwise with the reason on stderr.
+    Healthcheck {
+        /// URL to GET (default: /readyz on http_listen from --config / LO_HTTP_LISTEN,
+        /// 0.0.0.0 as 127.0.0.1).
+        #[arg(long)]
+        url: Option<String>,
+        /// Configuration file to read http_listen from.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Give up after this long.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -118,10 +132,13 @@ struct RunArgs {
 }
 
 fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal, never into files or container logs.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => b.json().init(),
@@ -131,6 +148,15 @@ fn init_tracing(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Healthcheck {
+        url,
+        config,
+        timeout,
+    } = &cli.command
+    {
+        // No runtime, no threads: one GET.
+        return healthcheck(url.clone(), config.as_deref(), *timeout);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -150,8 +176,47 @@ fn main() -> ExitCode {
     }
 }
 
+fn healthcheck(
+    url: Option<String>,
+    config: Option<&std::path::Path>,
+    timeout: Duration,
+) -> ExitCode {
+    let url = match url {
+        Some(u) => u,
+        None => {
+            let file = match config.map(std::fs::read_to_string).transpose() {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("healthcheck: reading the configuration: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let env: HashMap<String, String> = std::env::vars().collect();
+            match config::resolve(file.as_deref(), &env, &[]) {
+                Ok(cfg) => lo::healthcheck::default_url(&cfg.http_listen),
+                Err(e) => {
+                    eprintln!("healthcheck: configuration: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    };
+    match lo::healthcheck::check(&url, timeout) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("healthcheck: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Healthcheck {
+            url,
+            config,
+            timeout,
+        } => Ok(healthcheck(url, config.as_deref(), timeout)),
         Command::Run(args) => run(args).await,
         Command::Validate {
             repo,

@@ -4,13 +4,15 @@
 //! request channel), so it never blocks the event loop.
 //!
 //! Every connection attempt carries a Last Will `online: false` on `<root>/<site>/lo/online`
-//! (retained) with a fresh session epoch; reconnects back off exponentially with jitter.
+//! (retained) with a fresh session epoch: a counter incremented for every connection attempt
+//! and persisted (`<state_dir>/lo-epoch`, written atomically) before the CONNECT that carries
+//! it, so it only ever grows, across restarts too, whatever the clock says. Reconnects back
+//! off exponentially with jitter.
 //! What to do after a CONNACK (subscribe, presence, republish) is the orchestrator's job.
 
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use schemas::{BrokerUrl, LoChannel, Presence, PresenceSchema, Topics};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
@@ -57,8 +59,11 @@ pub struct MqttSettings {
     pub site: String,
     /// Topics.
     pub topics: Topics,
-    /// The last epoch used (persisted); the next is above it and above the clock in ms.
+    /// The last epoch used, as far as the caller knows (the next is above it and above the
+    /// one in `epoch_file`).
     pub last_epoch: u64,
+    /// Where the epoch counter is persisted (`None`: in memory only).
+    pub epoch_file: Option<PathBuf>,
     /// Software version in presence messages.
     pub version: String,
 }
@@ -74,11 +79,79 @@ pub fn presence(online: bool, epoch: u64, version: &str) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// The presence epoch: a counter persisted in a file of its own.
+#[derive(Debug, Clone)]
+pub struct EpochCounter {
+    last: u64,
+    file: Option<PathBuf>,
+}
+
+impl EpochCounter {
+    /// Opens the counter at the highest of `floor` and what `file` holds (a missing or
+    /// unreadable file counts as 0).
+    pub fn open(file: Option<PathBuf>, floor: u64) -> Self {
+        let stored = file
+            .as_deref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        EpochCounter {
+            last: floor.max(stored),
+            file,
+        }
+    }
+
+    /// The last epoch handed out (or found at open).
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// Increments the counter and persists it (fsynced) before returning it. A failed write
+    /// is returned with the new epoch: the caller may still use it.
+    pub fn advance(&mut self) -> (u64, std::io::Result<()>) {
+        self.last += 1;
+        let written = match &self.file {
+            Some(f) => persist_epoch(f, self.last),
+            None => Ok(()),
+        };
+        (self.last, written)
+    }
+}
+
+fn persist_epoch(file: &Path, epoch: u64) -> std::io::Result<()> {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("lo-epoch");
+    crate::store::write_atomic(dir, name, format!("{epoch}\n").as_bytes()).map_err(|e| match e {
+        crate::store::StoreError::Io { source, .. } => source,
+        other => std::io::Error::other(other.to_string()),
+    })
+}
+
+/// Takes the next epoch and persists it, off the async threads; logs a failed write.
+async fn next_epoch(counter: &mut EpochCounter) -> u64 {
+    let mut c = counter.clone();
+    let (epoch, written) = match tokio::task::spawn_blocking(move || {
+        let r = c.advance();
+        (c, r)
+    })
+    .await
+    {
+        Ok((c, r)) => {
+            *counter = c;
+            r
+        }
+        Err(e) => {
+            counter.last += 1;
+            (counter.last, Err(std::io::Error::other(e.to_string())))
+        }
+    };
+    if let Err(e) = written {
+        tracing::error!(error = %e, epoch, "cannot persist the presence epoch");
+    }
+    epoch
 }
 
 /// Starts the session task. Returns the client for publishing and subscribing. The task
@@ -99,11 +172,11 @@ pub fn start(
         opts.set_credentials(u.clone(), p.clone());
     }
     let (client, mut eventloop) = AsyncClient::new(opts, 8192);
-    let epoch = Arc::new(AtomicU64::new(s.last_epoch));
+    let mut epoch = EpochCounter::open(s.epoch_file.clone(), s.last_epoch);
     let will_topic = s.topics.lo(&s.site, LoChannel::Online);
     let handle = tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
-        let mut current = next_epoch(&epoch);
+        let mut current = next_epoch(&mut epoch).await;
         set_will(&mut eventloop, &will_topic, current, &s.version);
         loop {
             let polled = tokio::select! {
@@ -138,20 +211,13 @@ pub fn start(
                         _ = tokio::time::sleep(wait) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
-                    current = next_epoch(&epoch);
+                    current = next_epoch(&mut epoch).await;
                     set_will(&mut eventloop, &will_topic, current, &s.version);
                 }
             }
         }
     });
     (client, handle)
-}
-
-fn next_epoch(epoch: &AtomicU64) -> u64 {
-    let prev = epoch.load(Ordering::SeqCst);
-    let next = (prev + 1).max(now_ms());
-    epoch.store(next, Ordering::SeqCst);
-    next
 }
 
 fn set_will(eventloop: &mut EventLoop, topic: &str, epoch: u64, version: &str) {
@@ -173,5 +239,29 @@ pub async fn drain(
     if tokio::time::timeout(timeout, handle).await.is_err() {
         stop.cancel();
         abort.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_counter_is_persisted_and_only_grows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("lo-epoch");
+        let mut c = EpochCounter::open(Some(file.clone()), 0);
+        assert_eq!(c.last(), 0);
+        assert_eq!(c.advance().0, 1);
+        let (e, written) = c.advance();
+        assert_eq!(e, 2);
+        assert!(written.is_ok());
+        // A restart continues from the file, not from a clock.
+        let mut again = EpochCounter::open(Some(file.clone()), 0);
+        assert_eq!(again.last(), 2);
+        assert_eq!(again.advance().0, 3);
+        // A higher floor (the state file of an older LO) wins.
+        let mut older = EpochCounter::open(Some(file), 1_700_000_000_000);
+        assert_eq!(older.advance().0, 1_700_000_000_001);
     }
 }

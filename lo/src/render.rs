@@ -91,6 +91,19 @@ impl NodeDesired {
         sha256_hex(&text)
     }
 
+    /// Hash of what the node runs: deployment names and spec hashes, without commits or
+    /// revision. Equal for two documents that differ only by the commit they come from.
+    pub fn run_hash(&self) -> String {
+        let mut text = String::new();
+        for d in &self.deployments {
+            text.push_str(d.name());
+            text.push(' ');
+            text.push_str(&d.spec_hash);
+            text.push('\n');
+        }
+        sha256_hex(&text)
+    }
+
     /// The wire document.
     pub fn to_state(
         &self,
@@ -224,6 +237,11 @@ pub struct PublishedRecord {
     pub issued_at: String,
     /// When it was first published, ms since the Unix epoch.
     pub published_ms: u64,
+    /// This document is a rollout step: it changed what the node runs for a new revision
+    /// (or continues one not finished yet). Such a node is in flight until it reports
+    /// converged or failed at `generation` (see [`crate::rollout`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollout: bool,
 }
 
 /// The generation to publish `content_hash` under: `None` when the node already has it
@@ -308,6 +326,7 @@ mod tests {
             content_hash: ha.clone(),
             issued_at: String::new(),
             published_ms: 0,
+            rollout: false,
         };
         assert_eq!(next_generation(Some(&rec), &ha, 0), None);
         assert_eq!(next_generation(Some(&rec), &ha, 4), None);

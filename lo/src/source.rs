@@ -255,6 +255,18 @@ impl DesiredSource for GitSource {
     }
 }
 
+/// The problem of a commit (or working tree) whose site folder is missing or holds no YAML
+/// document: always an error, never "zero deployments" (a renamed or deleted folder must not
+/// remove what runs).
+pub fn missing_site_problem(site_path: &str) -> schemas::DocProblem {
+    schemas::DocProblem {
+        file: site_path.trim_matches('/').to_owned(),
+        line: None,
+        field: None,
+        message: "site folder is missing or holds no .yaml/.yml document".into(),
+    }
+}
+
 fn is_yaml(name: &str) -> bool {
     name.ends_with(".yaml") || name.ends_with(".yml")
 }

@@ -9,8 +9,8 @@
 //! Why a file and not an embedded database: see `docs/lo.md`.
 
 use crate::policy::RollbackMark;
-use crate::render::{Dep, PublishedRecord, RollbackOverride};
-use schemas::DesiredDeployment;
+use crate::render::{Dep, NodeDesired, PublishedRecord, RollbackOverride};
+use schemas::{DesiredDeployment, Revision};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -64,6 +64,15 @@ pub struct RollbackRecord {
     pub failed_again: bool,
 }
 
+/// The content of a published document, deduplicated by [`NodeDesired::content_hash`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredContent {
+    /// Revision of the document.
+    pub revision: Revision,
+    /// Its deployments, by [`Dep::hash`] (keys of `published_specs`).
+    pub deployments: Vec<String>,
+}
+
 /// The content of `state.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -84,6 +93,11 @@ pub struct StoreData {
     pub rollbacks: BTreeMap<String, BTreeMap<String, RollbackRecord>>,
     /// node → deployment → spec hash of a failure already reported (hold).
     pub held: BTreeMap<String, BTreeMap<String, String>>,
+    /// What the documents of `nodes` contain, by content hash: a node held back by rollout
+    /// pacing keeps (and after a restart is republished) exactly the document it has.
+    pub contents: BTreeMap<String, StoredContent>,
+    /// Deployment versions referenced by `contents`, by [`Dep::hash`].
+    pub published_specs: BTreeMap<String, DesiredDeployment>,
 }
 
 /// Rollback bookkeeping in memory.
@@ -140,6 +154,67 @@ impl StoreData {
             .collect();
         self.held = b.held.clone();
         self.specs = specs;
+    }
+
+    /// Stores the content of the documents published (`published`: node → the content its
+    /// record's `content_hash` stands for), each distinct content and deployment once.
+    pub fn set_published(&mut self, published: &BTreeMap<String, NodeDesired>) {
+        let mut contents = BTreeMap::new();
+        let mut specs = BTreeMap::new();
+        for (node, nd) in published {
+            let Some(rec) = self.nodes.get(node) else {
+                continue;
+            };
+            if contents.contains_key(&rec.content_hash) {
+                continue;
+            }
+            let deployments = nd
+                .deployments
+                .iter()
+                .map(|d| {
+                    specs
+                        .entry(d.hash.clone())
+                        .or_insert_with(|| (*d.spec).clone());
+                    d.hash.clone()
+                })
+                .collect();
+            contents.insert(
+                rec.content_hash.clone(),
+                StoredContent {
+                    revision: nd.revision.clone(),
+                    deployments,
+                },
+            );
+        }
+        self.contents = contents;
+        self.published_specs = specs;
+    }
+
+    /// The content of every node's published document, where it was stored and still hashes
+    /// to the record's `content_hash` (a state file of an older LO has none).
+    pub fn published(&self) -> BTreeMap<String, NodeDesired> {
+        let deps: BTreeMap<&String, Dep> = self
+            .published_specs
+            .iter()
+            .map(|(h, s)| (h, Dep::new(s.clone())))
+            .collect();
+        let docs: BTreeMap<&String, NodeDesired> = self
+            .contents
+            .iter()
+            .filter_map(|(hash, c)| {
+                let deployments: Option<Vec<Dep>> =
+                    c.deployments.iter().map(|h| deps.get(h).cloned()).collect();
+                let nd = NodeDesired {
+                    revision: c.revision.clone(),
+                    deployments: deployments?,
+                };
+                (nd.content_hash() == *hash).then_some((hash, nd))
+            })
+            .collect();
+        self.nodes
+            .iter()
+            .filter_map(|(n, r)| docs.get(&r.content_hash).map(|d| (n.clone(), d.clone())))
+            .collect()
     }
 
     /// The bookkeeping (entries whose spec is missing are dropped).
@@ -274,6 +349,7 @@ mod tests {
                 content_hash: "h".into(),
                 issued_at: "t".into(),
                 published_ms: 1,
+                rollout: true,
             },
         );
         let dep = Dep::new(DesiredDeployment {
@@ -291,6 +367,49 @@ mod tests {
         s.save().expect("save");
         let again = Store::open(dir.path()).expect("reopen");
         assert_eq!(again.data.nodes["n1"].generation, 7);
+        assert!(again.data.nodes["n1"].rollout);
         assert_eq!(again.data.bookkeeping(), b);
+    }
+
+    #[test]
+    fn published_documents_survive_reopen_deduplicated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Store::open(dir.path()).expect("open");
+        let dep = Dep::new(DesiredDeployment {
+            name: "web".into(),
+            commit: "c1".into(),
+            policy: Default::default(),
+            components: vec![],
+        });
+        let nd = NodeDesired {
+            revision: Revision {
+                commit: "c1".into(),
+                path: "sites/s1".into(),
+            },
+            deployments: vec![dep],
+        };
+        let mut published = BTreeMap::new();
+        for n in ["n1", "n2"] {
+            s.data.nodes.insert(
+                n.into(),
+                PublishedRecord {
+                    generation: 3,
+                    content_hash: nd.content_hash(),
+                    issued_at: "t".into(),
+                    published_ms: 1,
+                    rollout: false,
+                },
+            );
+            published.insert(n.to_owned(), nd.clone());
+        }
+        s.data.set_published(&published);
+        assert_eq!(s.data.contents.len(), 1);
+        s.save().expect("save");
+        let again = Store::open(dir.path()).expect("reopen");
+        assert_eq!(again.data.published(), published);
+        // A record whose content was not stored is left out (an older state file).
+        let mut older = again.data.clone();
+        older.contents.clear();
+        assert!(older.published().is_empty());
     }
 }

@@ -99,3 +99,78 @@ async fn plan_exit_codes_against_nothing_and_against_a_converged_broker() {
     assert!(out.contains("noop a"), "{out}");
     running.stop().await;
 }
+
+#[test]
+fn validate_and_plan_refuse_a_missing_site_folder() {
+    let repo = good_repo();
+    let p = repo.path().to_string_lossy().into_owned();
+    let (code, out, err) = lo(&["validate", "--repo", &p, "--site", "s2"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("sites/s2: site folder is missing"), "{err}");
+    let (code, _, err) = lo(&["plan", "--repo", &p, "--site", "s2"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("sites/s2: site folder is missing"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_against_a_running_lo() {
+    let broker = start_broker();
+    let repo = good_repo();
+    let state = tempfile::tempdir().unwrap();
+    let running = Lo::start(lo_config(repo.path(), state.path(), broker.connect_addr())).await;
+    let addr = running.running.http_addr;
+    wait_until("ready", Duration::from_secs(20), || {
+        (running.running.shared.served_commit().is_some()
+            && running
+                .running
+                .shared
+                .mqtt_connected
+                .load(std::sync::atomic::Ordering::SeqCst))
+        .then_some(())
+    })
+    .await;
+    let hc = |args: Vec<String>, env: Option<String>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lo"));
+        c.arg("healthcheck").args(args).env_remove("LO_HTTP_LISTEN");
+        if let Some(v) = env {
+            c.env("LO_HTTP_LISTEN", v);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let url = format!("http://{addr}/readyz");
+    let (code, err) = tokio::task::spawn_blocking(move || hc(vec!["--url".into(), url], None))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    // The default URL comes from LO_HTTP_LISTEN, 0.0.0.0 meaning loopback.
+    let listen = format!("0.0.0.0:{}", addr.port());
+    let (code, err) = tokio::task::spawn_blocking(move || hc(vec![], Some(listen)))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    // Not 2xx: exit 1 and one line.
+    let url = format!("http://{addr}/nothing-here");
+    let (code, err) = tokio::task::spawn_blocking(move || hc(vec!["--url".into(), url], None))
+        .await
+        .unwrap();
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("HTTP 404"), "{err}");
+    running.stop().await;
+    // Nothing listens: exit 1 quickly.
+    let url = format!("http://{addr}/readyz");
+    let (code, err) = tokio::task::spawn_blocking(move || {
+        hc(
+            vec!["--url".into(), url, "--timeout".into(), "1s".into()],
+            None,
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1);
+    assert!(err.starts_with("healthcheck: "), "{err}");
+}

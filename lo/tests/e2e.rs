@@ -589,3 +589,42 @@ async fn failed_deployment_rolls_back_once_and_stops() {
         "{msgs:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lo_presence_epoch_is_a_persisted_counter() {
+    let broker = start_broker();
+    let repo = Repo::new();
+    commit(&repo, &base_files("reg/web:1"), "first");
+    let state = tempfile::tempdir().unwrap();
+    let t = topics();
+    let topic = t.lo(SITE, LoChannel::Online);
+    let watcher = Client::connect(broker.connect_addr(), "watcher", None).await;
+    watcher
+        .client
+        .subscribe(topic.clone(), rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let presence_of = |w: &Client| {
+        w.last_other(&topic)
+            .map(|p| serde_json::from_slice::<schemas::Presence>(&p).unwrap())
+    };
+    let mut seen = Vec::new();
+    for round in 1..=2u64 {
+        let lo = Lo::start(lo_config(repo.path(), state.path(), broker.connect_addr())).await;
+        let p = wait_until("lo online", T, || {
+            presence_of(&watcher).filter(|p| p.online && !seen.contains(&p.epoch))
+        })
+        .await;
+        // A counter from a fresh state dir, not a clock: 1, then 2 after the restart.
+        assert_eq!(p.epoch, round, "epoch of connection {round}");
+        let stored = std::fs::read_to_string(state.path().join("lo-epoch")).unwrap();
+        assert_eq!(stored.trim(), round.to_string(), "persisted");
+        seen.push(p.epoch);
+        lo.stop().await;
+        let off = wait_until("lo offline", T, || {
+            presence_of(&watcher).filter(|p| !p.online)
+        })
+        .await;
+        assert_eq!(off.epoch, round, "offline with the session's epoch");
+    }
+}
