@@ -101,37 +101,26 @@ impl Shared {
 /// Most node names listed in the `rollout` part of the site status (the counts are exact).
 const MAX_ROLLOUT_NAMES: usize = 100;
 
-/// The site status document with the rollout fields added: a top-level `rollout` object and
-/// `waiting` on every node held back by pacing. (They are extra fields of `fleet.site/v1`,
-/// which readers accept; the schemas crate does not model them yet.)
+/// The site status document with the rollout fields filled in: `rollout`, and `waiting` on
+/// every node held back by pacing.
 pub fn status_json(st: &SiteStatus, rollout: Option<&RolloutSummary>) -> serde_json::Value {
-    let mut v = serde_json::to_value(st).unwrap_or(serde_json::Value::Null);
-    let Some(r) = rollout else { return v };
-    if let Some(nodes) = v.get_mut("nodes").and_then(|n| n.as_array_mut()) {
-        for n in nodes {
-            let waiting = n
-                .get("node")
-                .and_then(|x| x.as_str())
-                .is_some_and(|name| r.waiting.binary_search_by(|w| w.as_str().cmp(name)).is_ok());
-            if waiting {
-                if let Some(o) = n.as_object_mut() {
-                    o.insert("waiting".into(), rollout::WAITING.into());
-                }
+    let mut st = st.clone();
+    if let Some(r) = rollout {
+        for n in &mut st.nodes {
+            if r.waiting.binary_search(&n.node).is_ok() {
+                n.waiting = Some(rollout::WAITING.to_owned());
             }
         }
+        let listed = |names: &[String]| names.iter().take(MAX_ROLLOUT_NAMES).cloned().collect();
+        st.rollout = Some(schemas::RolloutStatus {
+            max_parallel: r.max_parallel,
+            in_flight: listed(&r.in_flight),
+            waiting: listed(&r.waiting),
+            in_flight_count: u32::try_from(r.in_flight.len()).unwrap_or(u32::MAX),
+            waiting_count: u32::try_from(r.waiting.len()).unwrap_or(u32::MAX),
+        });
     }
-    let mut listed = r.clone();
-    listed.in_flight.truncate(MAX_ROLLOUT_NAMES);
-    listed.waiting.truncate(MAX_ROLLOUT_NAMES);
-    let mut obj = serde_json::to_value(&listed).unwrap_or_default();
-    if let Some(o) = obj.as_object_mut() {
-        o.insert("inFlightCount".into(), r.in_flight.len().into());
-        o.insert("waitingCount".into(), r.waiting.len().into());
-    }
-    if let Some(o) = v.as_object_mut() {
-        o.insert("rollout".into(), obj);
-    }
-    v
+    serde_json::to_value(&st).unwrap_or(serde_json::Value::Null)
 }
 
 /// A running LO.
@@ -1329,6 +1318,8 @@ impl Engine {
                     .filter(|c| c.0 == desired_generation)
                     .map(|c| c.1),
                 last_seen: obs.and_then(|o| o.last_seen.clone()),
+                // Filled in by `status_json`, which knows the pacing state.
+                waiting: None,
             });
         }
         self.shared.metrics.nodes_online.set(online_n);
@@ -1383,6 +1374,7 @@ impl Engine {
             held: self.held.clone(),
             nodes,
             deployments,
+            rollout: None,
             unknown_nodes: self.inventory.unknown.iter().cloned().collect(),
         }
     }

@@ -497,6 +497,26 @@ pub struct NodeSummary {
     /// Last message from the node (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<String>,
+    /// Why the node keeps its current document for now (rollout pacing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+}
+
+/// A paced rollout in progress (`Site.spec.rollout.maxParallel`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Nodes that may apply a new revision at once.
+    pub max_parallel: u32,
+    /// Nodes applying it now (at most 100 listed; see `inFlightCount`).
+    pub in_flight: Vec<String>,
+    /// Nodes waiting for their turn, keeping their current document (at most 100 listed).
+    pub waiting: Vec<String>,
+    /// Number of nodes applying it now.
+    pub in_flight_count: u32,
+    /// Number of nodes waiting.
+    pub waiting_count: u32,
 }
 
 /// Number of nodes per state for one deployment.
@@ -575,6 +595,9 @@ pub struct SiteStatus {
     pub nodes: Vec<NodeSummary>,
     /// Every deployment of the served revision.
     pub deployments: Vec<DeploymentSummary>,
+    /// A paced rollout, while the Site sets `rollout.maxParallel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
     /// Nodes that announced themselves but are not enrolled: they get no workloads.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unknown_nodes: Vec<String>,
