@@ -18,5 +18,9 @@ ENV HOME=/var/lib/edgefleet \
     EN_STATE_DIR=/var/lib/edgefleet \
     EN_DOCKER_HOST=unix:///var/run/docker.sock
 WORKDIR /var/lib/edgefleet
+# `en-agent healthcheck` checks what the agent needs (config, state dir readable, Docker
+# answering /_ping) and writes nothing: a health probe must not wear out a device's flash.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 \
+  CMD ["/usr/local/bin/en-agent", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/en-agent"]
 CMD ["run"]

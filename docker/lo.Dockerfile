@@ -1,8 +1,10 @@
 # edgefleet local orchestrator (crate lo/), a static musl binary on scratch.
 # Build context: target/docker/ as prepared by scripts/build-images.sh.
 #   docker build -f docker/lo.Dockerfile -t edgefleet/lo:dev target/docker
-# The static build has no OpenSSL (libgit2 without https/ssh, see scripts/build-images.sh):
-# it reads local repositories (a bind mount, file://) only, so no CA certificates either.
+# Built with `vendored-tls` (libgit2 with https and ssh, static OpenSSL). The image carries no
+# CA bundle: for an https remote mount one and set SSL_CERT_FILE (e.g.
+# -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro); for ssh mount
+# the key and $HOME/.ssh/known_hosts.
 # State (generation counters, the Git mirror, audit log) lives in /var/lib/edgefleet-lo:
 # mount a volume there (no VOLUME line: one-shot `lo validate` runs would each leave an
 # anonymous volume behind). Runs as uid 65532; the state dir is created owned by it, so a new
@@ -19,5 +21,8 @@ USER 65532:65532
 WORKDIR /var/lib/edgefleet-lo
 # HTTP: /healthz /readyz /metrics
 EXPOSE 8080
+# `lo healthcheck` GETs /readyz on the configured HTTP address (no shell or curl needed).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["/usr/local/bin/lo", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/lo"]
 CMD ["run"]

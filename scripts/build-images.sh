@@ -17,8 +17,9 @@
 #   CARGO_TARGET_DIR   honoured (default ./target)
 #   BUSYBOX            static busybox to copy into the demo images (default: found on PATH)
 #   CARGO_FEATURE_ARGS feature flags for the one cargo invocation; the default builds lo
-#                      without libgit2's https/ssh (they need OpenSSL, which has no static
-#                      musl build offline): the lo image reads local repositories only.
+#                      with `vendored-tls`: libgit2 with https and ssh over an OpenSSL built
+#                      from source (openssl-src; needs perl and make, about 2 min the
+#                      first time), so the lo image can fetch real remotes.
 #   SKIP_CARGO=1       reuse the binaries already built
 #   TAG                tag of the edgefleet images (default dev)
 set -euo pipefail
@@ -31,7 +32,7 @@ tag=${TAG:-dev}
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 bin_dir=$target_dir/$target/release
 ctx=$target_dir/docker
-feature_args=${CARGO_FEATURE_ARGS:---no-default-features --features edgefleet-agent/tls}
+feature_args=${CARGO_FEATURE_ARGS:---features edgefleet-lo/vendored-tls}
 
 log() { printf '\n== %s\n' "$*" >&2; }
 die() { printf 'build-images: %s\n' "$*" >&2; exit 1; }
