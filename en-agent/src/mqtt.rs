@@ -202,6 +202,7 @@ async fn poll_loop(mut eventloop: rumqttc::EventLoop, ctx: PollCtx) {
     let mut epoch = ctx.epoch;
     let mut connected_once_with_epoch = false;
     let mut failures = 0u32;
+    let mut retry = reconnect_backoff();
     let mut sessions = 0u64;
     loop {
         let ev = tokio::select! {
@@ -218,6 +219,7 @@ async fn poll_loop(mut eventloop: rumqttc::EventLoop, ctx: PollCtx) {
                 }
                 connected_once_with_epoch = true;
                 failures = 0;
+                retry = reconnect_backoff();
                 sessions += 1;
                 ctx.counters.mqtt_sessions.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
@@ -261,12 +263,7 @@ async fn poll_loop(mut eventloop: rumqttc::EventLoop, ctx: PollCtx) {
                     ));
                 }
                 failures += 1;
-                let delay = if failures == 1 {
-                    Duration::from_millis(300 + fastrand::u64(0..400))
-                } else {
-                    crate::plan::backoff(1_000, failures - 1, fastrand::f64())
-                        .min(Duration::from_secs(30))
-                };
+                let delay = retry.next().unwrap_or(RECONNECT_MAX);
                 tokio::select! {
                     _ = ctx.stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
@@ -451,4 +448,20 @@ fn tls_transport(config: &Config) -> Result<rumqttc::Transport, String> {
 #[cfg(not(feature = "tls"))]
 fn tls_transport(_config: &Config) -> Result<rumqttc::Transport, String> {
     Err("this build has no TLS support (cargo feature `tls`)".into())
+}
+
+/// Longest wait between two connection attempts.
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
+
+/// Reconnect delays: 0.5 s doubling to 30 s, each with random jitter up to its own length,
+/// so a fleet that lost its broker does not reconnect in lockstep. Reset after a CONNACK.
+fn reconnect_backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(RECONNECT_MAX)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }

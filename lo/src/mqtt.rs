@@ -175,7 +175,7 @@ pub fn start(
     let mut epoch = EpochCounter::open(s.epoch_file.clone(), s.last_epoch);
     let will_topic = s.topics.lo(&s.site, LoChannel::Online);
     let handle = tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(100);
+        let mut retry = reconnect_backoff();
         let mut current = next_epoch(&mut epoch).await;
         set_will(&mut eventloop, &will_topic, current, &s.version);
         loop {
@@ -185,7 +185,7 @@ pub fn start(
             };
             match polled {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    backoff = Duration::from_millis(100);
+                    retry = reconnect_backoff();
                     let _ = tx.send(MqttEvent::Connected {
                         session_present: ack.session_present,
                         epoch: current,
@@ -202,15 +202,13 @@ pub fn start(
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "mqtt connection lost");
+                    let wait = retry.next().unwrap_or(RECONNECT_MAX);
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "mqtt connection lost");
                     let _ = tx.send(MqttEvent::Disconnected(e.to_string()));
-                    let jitter = fastrand::u64(0..=backoff.as_millis() as u64 / 2);
-                    let wait = backoff + Duration::from_millis(jitter);
                     tokio::select! {
                         _ = stop.cancelled() => break,
                         _ = tokio::time::sleep(wait) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                     current = next_epoch(&mut epoch).await;
                     set_will(&mut eventloop, &will_topic, current, &s.version);
                 }
@@ -264,4 +262,20 @@ mod tests {
         let mut older = EpochCounter::open(Some(file), 1_700_000_000_000);
         assert_eq!(older.advance().0, 1_700_000_000_001);
     }
+}
+
+/// Longest wait between two connection attempts.
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+
+/// Reconnect delays: 100 ms doubling to 10 s, each with random jitter up to its own length.
+/// Reset after a CONNACK.
+fn reconnect_backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(RECONNECT_MAX)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
