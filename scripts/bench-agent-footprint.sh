@@ -88,7 +88,8 @@ STATUS="fleet/$SITE/nodes/n1/status"
 for i in $(seq 120); do
   s=$(mosquitto_sub -p "$PORT" -t "$STATUS" -C 1 -W 2 2>/dev/null || true)
   if echo "$s" | grep -q '"converged":true'; then break; fi
-  [ "$i" = 120 ] && { log "not converged: $s"; exit 1; }
+  [ "$i" = 120 ] && { log "not converged after 60 s: $s"; exit 1; }
+  sleep 0.5
 done
 RUNNING=$(docker ps -q --filter "label=io.edgefleet.site=$SITE" | wc -l)
 log "converged, $RUNNING containers running; settling 30 s"

@@ -1,0 +1,173 @@
+//! The LO's pure core on a 10,000-node × 20-deployment site (3 components each; half the
+//! deployments target every node, half `role: gateway`, so a node runs 15 on average).
+//!
+//! - `load_site`: parse and validate the YAML of the whole site (what a new commit costs
+//!   before anything is rendered).
+//! - `render`: site + inventory → one desired document per node (hashes included).
+//! - `plan/converged`: desired vs observed for every node when every node reports converged
+//!   (the steady state the LO re-plans every second while statuses change).
+//! - `plan/fresh`: the same with no observation (the plan of a first rollout).
+//! - `site_plan`: render + plan/converged, the whole "site plan" figure of BENCHMARKS.md.
+//! - `serialize_desired`: the 10,000 wire documents (what publishing costs in CPU).
+//!
+//! `cargo bench -p edgefleet-bench --bench lo_plan`; `BENCH_NODES` / `BENCH_DEPLOYMENTS`
+//! change the size.
+
+use bench::SynthSite;
+use criterion::{criterion_group, criterion_main, Criterion};
+use lo::plan::{self, NodeInput};
+use lo::render::{self, NodeDesired};
+use schemas::wire::{
+    AgentInfo, ComponentStatus, DeploymentStatus, NodeStatus, RuntimeInfo, StatusSchema,
+};
+use schemas::{DesiredDeployment, Health, Revision, State};
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::time::Duration;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The converged status a node would report for `nd`.
+fn converged_status(site: &str, node: &str, nd: &NodeDesired) -> NodeStatus {
+    NodeStatus {
+        schema: StatusSchema::V1,
+        site: site.to_owned(),
+        node: node.to_owned(),
+        observed_generation: 1,
+        revision: Some(nd.revision.clone()),
+        state: Some(State::Installed),
+        converged: true,
+        reported_at: "2025-01-01T00:00:00.000Z".to_owned(),
+        deployments: nd
+            .deployments
+            .iter()
+            .map(|d| DeploymentStatus {
+                name: d.spec.name.clone(),
+                state: State::Installed,
+                commit: Some(d.spec.commit.clone()),
+                components: d
+                    .spec
+                    .components
+                    .iter()
+                    .map(|c| ComponentStatus {
+                        name: c.name.clone(),
+                        state: State::Installed,
+                        spec_hash: Some(c.spec_hash.clone()),
+                        container_id: Some("0123456789ab".to_owned()),
+                        container_status: Some("running".to_owned()),
+                        health: Health::None,
+                        restart_count: 0,
+                        image: Some(c.image.clone()),
+                        image_id: None,
+                        repo_digest: None,
+                        attempts: 0,
+                        error: None,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        unmanaged: Vec::new(),
+        runtime: RuntimeInfo {
+            kind: "fake".to_owned(),
+            version: None,
+            reachable: true,
+            error: None,
+        },
+        agent: AgentInfo {
+            version: "0.1.0".to_owned(),
+            uptime_s: 1,
+        },
+        rejected: None,
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let nodes = env_usize("BENCH_NODES", 10_000);
+    let deployments = env_usize("BENCH_DEPLOYMENTS", 20);
+    let synth = SynthSite::new("bench", nodes, deployments, 3);
+    let files = synth.files("1");
+    let load = || {
+        schemas::git::load_site("bench", files.iter().map(|(p, t)| (p.as_str(), t.as_str())))
+            .expect("synthetic site is valid")
+    };
+    let docs = load();
+    let revision = Revision {
+        commit: "0123456789abcdef0123456789abcdef01234567".to_owned(),
+        path: "sites/bench".to_owned(),
+    };
+    let inventory = render::inventory(&docs, std::iter::empty());
+    let no_rollbacks = BTreeMap::new();
+    let rendered = render::render(&docs, &revision, &inventory, &no_rollbacks);
+    let statuses: BTreeMap<String, NodeStatus> = rendered
+        .iter()
+        .map(|(n, nd)| (n.clone(), converged_status("bench", n, nd)))
+        .collect();
+    let total: usize = rendered.values().map(|d| d.deployments.len()).sum();
+    eprintln!(
+        "site: {nodes} nodes x {deployments} deployments (3 components each); {total} node-deployments rendered"
+    );
+
+    let plan_with = |rendered: &BTreeMap<String, NodeDesired>, observed: bool| {
+        let desired: Vec<(&str, Vec<&DesiredDeployment>)> = rendered
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.deployments.iter().map(|x| &*x.spec).collect()))
+            .collect();
+        plan::plan(
+            "bench",
+            &revision.commit,
+            desired.iter().map(|(n, ds)| {
+                (
+                    *n,
+                    NodeInput {
+                        desired: ds.as_slice(),
+                        observed: if observed { statuses.get(*n) } else { None },
+                        online: true,
+                        paced: false,
+                    },
+                )
+            }),
+        )
+    };
+    // Sanity: a converged fleet plans no change.
+    assert!(!plan_with(&rendered, true).has_changes());
+
+    let mut g = c.benchmark_group(format!("lo_{nodes}x{deployments}"));
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_secs(2));
+    g.measurement_time(Duration::from_secs(8));
+    g.bench_function("load_site", |b| b.iter(|| black_box(load())));
+    g.bench_function("render", |b| {
+        b.iter(|| black_box(render::render(&docs, &revision, &inventory, &no_rollbacks)))
+    });
+    g.bench_function("plan_converged", |b| {
+        b.iter(|| black_box(plan_with(&rendered, true)))
+    });
+    g.bench_function("plan_fresh", |b| {
+        b.iter(|| black_box(plan_with(&rendered, false)))
+    });
+    g.bench_function("site_plan", |b| {
+        b.iter(|| {
+            let r = render::render(&docs, &revision, &inventory, &no_rollbacks);
+            black_box(plan_with(&r, true))
+        })
+    });
+    g.bench_function("serialize_desired", |b| {
+        b.iter(|| {
+            let mut bytes = 0usize;
+            for (n, nd) in &rendered {
+                let doc = nd.to_state("bench", n, 2, "2025-01-01T00:00:00.000Z");
+                bytes += serde_json::to_vec(&doc).map(|v| v.len()).unwrap_or(0);
+            }
+            black_box(bytes)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(lo_plan, benches);
+criterion_main!(lo_plan);
