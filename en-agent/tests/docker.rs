@@ -10,148 +10,70 @@ use common::*;
 use en_agent::runtime::docker::DockerRuntime;
 use en_agent::runtime::label;
 use en_agent::{AgentHandle, Config};
+use harness::{docker, must_docker as must, DockerGuard, Registry, ScratchImage};
 use schemas::wire::{error_code, NodeStatus};
 use schemas::{Health, State};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-fn docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(format!(
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn must(args: &[&str]) -> String {
-    docker(args).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// `Some(reason)` when these tests cannot run here.
-fn unavailable() -> Option<String> {
-    if let Err(e) = docker(&["info", "--format", "{{.ServerVersion}}"]) {
-        return Some(e);
-    }
-    for f in ["/bin/busybox", "/usr/bin/docker-registry"] {
-        if !Path::new(f).exists() {
-            return Some(format!(
-                "{f} is missing (apt-get install busybox-static docker-registry)"
-            ));
-        }
-    }
-    None
-}
-
+/// Docker, static busybox and `docker-registry`: mandatory when `CI=true`, else the test
+/// returns after one line saying why.
 macro_rules! require_docker {
     () => {
-        if let Some(why) = unavailable() {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("docker tests are mandatory in CI: {why}");
-            }
-            eprintln!("skipping docker tests: {why}");
+        if !harness::require_docker_registry() {
             return;
         }
     };
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+/// What every test image runs: a loop that exits 0 on SIGTERM.
+const SLEEP_LOOP: [&str; 4] = [
+    "/busybox",
+    "sh",
+    "-c",
+    "trap 'exit 0' TERM; while true; do /busybox sleep 1; done",
+];
 
 /// One test's world: a registry, images, an agent identity; removes all of it on drop.
 struct Lab {
     node: String,
-    registry: String,
     repo: String,
+    // Dropped in this order: containers, networks and images first, the registry last.
+    docker: DockerGuard,
+    _registry: Registry,
     dir: tempfile::TempDir,
-    registry_proc: Option<Child>,
-    extra_containers: Vec<String>,
 }
 
 impl Lab {
     fn new(tag: &str) -> Lab {
         let id = format!("{tag}{:06x}", fastrand::u32(..0xff_ffff));
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let cfg = dir.path().join("registry.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("registry").display()
-            ),
-        )
-        .expect("registry config");
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry starts");
-        let registry = format!("127.0.0.1:{port}");
-        let mut lab = Lab {
-            node: id.clone(),
-            repo: format!("{registry}/ef-test-{id}/app"),
-            registry,
+        let registry = Registry::start(dir.path());
+        let repo = format!("{}/ef-test-{id}/app", registry.addr);
+        let docker = DockerGuard::by_label(label::NODE, &id);
+        docker.image(&repo);
+        Lab {
+            node: id,
+            repo,
+            docker,
+            _registry: registry,
             dir,
-            registry_proc: Some(child),
-            extra_containers: Vec::new(),
-        };
-        lab.wait_registry();
-        lab
-    }
-
-    fn wait_registry(&mut self) {
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(&self.registry).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("registry did not start on {}", self.registry);
     }
 
-    /// Builds `<repo>:<tag>` from scratch with busybox, pushes it, removes the local copy
-    /// (so the agent really pulls); returns the reference and its repo digest.
+    /// Builds `<repo>:<tag>` from scratch with busybox at `/busybox` and `/version` saying
+    /// `tag`, pushes it, removes the local copy (so the agent really pulls); returns the
+    /// reference and its repo digest.
     fn image(&self, tag: &str) -> (String, String) {
-        let ctx = self.dir.path().join(format!("ctx-{tag}"));
-        std::fs::create_dir_all(&ctx).expect("ctx");
-        std::fs::copy("/bin/busybox", ctx.join("busybox")).expect("busybox");
-        std::fs::write(ctx.join("version"), tag).expect("version");
-        std::fs::write(
-            ctx.join("Dockerfile"),
-            "FROM scratch\nCOPY busybox /busybox\nCOPY version /version\n\
-             CMD [\"/busybox\", \"sh\", \"-c\", \"trap 'exit 0' TERM; while true; do /busybox sleep 1; done\"]\n",
-        )
-        .expect("dockerfile");
         let reference = format!("{}:{tag}", self.repo);
-        must(&["build", "-q", "-t", &reference, ctx.to_str().expect("path")]);
-        must(&["push", &reference]);
-        let digest = must(&[
-            "image",
-            "inspect",
-            "--format",
-            "{{index .RepoDigests 0}}",
-            &reference,
-        ]);
+        let digest = ScratchImage::busybox_at("/busybox")
+            .file("/version", tag)
+            .cmd(&SLEEP_LOOP)
+            .build(&reference)
+            .expect("pushed image has a digest");
         must(&["rmi", &reference]);
         (reference, digest)
     }
@@ -174,39 +96,6 @@ impl Lab {
         d.site = "dt".into();
         d.node = self.node.clone();
         bytes(&d)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let filter = format!("label={}={}", label::NODE, self.node);
-        if let Ok(ids) = docker(&["ps", "-aq", "--filter", &filter]) {
-            for id in ids.lines().filter(|l| !l.is_empty()) {
-                let _ = docker(&["rm", "-f", id]);
-            }
-        }
-        for c in &self.extra_containers {
-            let _ = docker(&["rm", "-f", c]);
-        }
-        if let Ok(nets) = docker(&["network", "ls", "-q", "--filter", &filter]) {
-            for n in nets.lines().filter(|l| !l.is_empty()) {
-                let _ = docker(&["network", "rm", n]);
-            }
-        }
-        if let Ok(vols) = docker(&["volume", "ls", "-q", "--filter", &filter]) {
-            for v in vols.lines().filter(|l| !l.is_empty()) {
-                let _ = docker(&["volume", "rm", "-f", v]);
-            }
-        }
-        if let Ok(imgs) = docker(&["images", "-q", &self.repo]) {
-            for i in imgs.lines().filter(|l| !l.is_empty()) {
-                let _ = docker(&["rmi", "-f", i]);
-            }
-        }
-        if let Some(mut c) = self.registry_proc.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -297,13 +186,13 @@ async fn docker_install_update_and_remove_with_real_pulls_and_digests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_killed_container_comes_back_and_unmanaged_is_left_alone() {
     require_docker!();
-    let mut lab = Lab::new("kill");
+    let lab = Lab::new("kill");
     let (v1, _) = lab.image("v1");
     // An unmanaged container from the same image, started by hand.
     must(&["pull", "-q", &v1]);
     let unmanaged = format!("by-hand-{}", lab.node);
+    lab.docker.container(&unmanaged);
     must(&["run", "-d", "--name", &unmanaged, &v1]);
-    lab.extra_containers.push(unmanaged.clone());
     let stop = CancellationToken::new();
     let agent = lab.spawn(&stop);
     agent.submit_desired(lab.doc(1, vec![fast(deployment("app", vec![comp("web", &v1)]))]));

@@ -7,13 +7,15 @@
 //! ## Layout
 //! - [`Proc`]: a child process killed on drop; [`bin`] finds our binaries.
 //! - [`GitRepo`]: a repository in a temp dir with `write`/`remove`/`commit`.
-//! - [`Registry`] and [`build_image`]: Debian's `docker-registry` on loopback and tiny
-//!   `FROM scratch` busybox images, so pulls and digests are real.
-//! - [`DockerGuard`]: removes every container, network and volume of a test site.
+//! - [`Registry`], [`ScratchImage`] and [`build_image`]: Debian's `docker-registry` on
+//!   loopback and tiny `FROM scratch` busybox images, so pulls and digests are real;
+//!   [`docker`] / [`must_docker`] run the CLI.
+//! - [`DockerGuard`]: removes every container, network and volume of a test site (or with
+//!   any one label, e.g. a node's).
 //! - [`Watcher`]: the latest retained payload of every topic under a site, with
 //!   [`Watcher::wait_until`].
-//! - [`require_docker`] / [`require_mosquitto`]: mandatory with `CI=true`, else skip with a
-//!   one-line notice.
+//! - [`require_docker`] / [`require_docker_registry`] / [`require_mosquitto`]: mandatory
+//!   with `CI=true`, else skip with a one-line notice.
 
 pub mod site;
 
@@ -42,18 +44,28 @@ fn require(what: &str, check: Result<(), String>) -> bool {
 
 /// Whether a Docker engine answers; panics under CI when it does not.
 pub fn require_docker() -> bool {
-    let check = match Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .output()
-    {
-        Ok(o) if o.status.success() => Ok(()),
-        Ok(o) => Err(format!(
-            "no Docker engine: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Err(format!("no docker command: {e}")),
-    };
+    require("Docker", docker_check())
+}
+
+/// Whether a Docker engine answers and static busybox and `docker-registry` are installed
+/// (what [`Registry`] and [`ScratchImage`] need); panics under CI when they are not.
+pub fn require_docker_registry() -> bool {
+    let check = docker_check().and_then(|()| {
+        if busybox().is_none() {
+            Err("busybox is missing (apt-get install busybox-static)".into())
+        } else if registry_path().is_none() {
+            Err("docker-registry is missing (apt-get install docker-registry)".into())
+        } else {
+            Ok(())
+        }
+    });
     require("Docker", check)
+}
+
+fn docker_check() -> Result<(), String> {
+    docker(&["info", "--format", "{{.ServerVersion}}"])
+        .map(drop)
+        .map_err(|e| format!("no Docker engine: {e}"))
 }
 
 /// Whether Mosquitto and its clients are installed; panics under CI when they are not.
@@ -74,11 +86,28 @@ fn which(cmd: &str) -> Option<PathBuf> {
     })
 }
 
-fn mosquitto_path() -> Option<PathBuf> {
-    which("mosquitto").or_else(|| {
-        let p = PathBuf::from("/usr/sbin/mosquitto");
+/// `cmd` on PATH, else at `fallback`.
+fn installed(cmd: &str, fallback: &str) -> Option<PathBuf> {
+    which(cmd).or_else(|| {
+        let p = PathBuf::from(fallback);
         p.is_file().then_some(p)
     })
+}
+
+fn mosquitto_path() -> Option<PathBuf> {
+    installed("mosquitto", "/usr/sbin/mosquitto")
+}
+
+fn registry_path() -> Option<PathBuf> {
+    installed("docker-registry", "/usr/bin/docker-registry")
+}
+
+/// Debian's static busybox (`busybox-static`).
+fn busybox() -> Option<&'static Path> {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
 }
 
 /// A free TCP port on 127.0.0.1.
@@ -363,7 +392,7 @@ impl Registry {
             ),
         )
         .expect("registry config");
-        let mut cmd = Command::new("docker-registry");
+        let mut cmd = Command::new(registry_path().expect("docker-registry installed"));
         cmd.arg("serve").arg(&conf);
         let proc = Proc::spawn("registry", cmd, log_dir);
         wait_port(port);
@@ -375,15 +404,110 @@ impl Registry {
     }
 }
 
-fn docker(args: &[&str]) -> Result<String, String> {
+/// Runs `docker` with these arguments (stdin closed); its trimmed stdout, or the command
+/// and its stderr.
+pub fn docker(args: &[&str]) -> Result<String, String> {
     let out = Command::new("docker")
         .args(args)
+        .stdin(Stdio::null())
         .output()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        Err(format!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// [`docker`], panicking when it fails.
+pub fn must_docker(args: &[&str]) -> String {
+    docker(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A tiny `FROM scratch` image: Debian's static busybox at one path, a few files, an
+/// entrypoint and a command. Built with `docker build`, so digests are real.
+#[derive(Debug, Clone)]
+pub struct ScratchImage {
+    busybox: String,
+    files: Vec<(String, Vec<u8>)>,
+    entrypoint: Vec<String>,
+    cmd: Vec<String>,
+}
+
+impl ScratchImage {
+    /// Busybox at `path` (absolute, e.g. `/bin/busybox`), nothing else yet.
+    pub fn busybox_at(path: &str) -> ScratchImage {
+        ScratchImage {
+            busybox: path.to_owned(),
+            files: Vec::new(),
+            entrypoint: Vec::new(),
+            cmd: Vec::new(),
+        }
+    }
+
+    /// Adds a file at absolute `path` (folders are created).
+    pub fn file(mut self, path: &str, content: impl AsRef<[u8]>) -> ScratchImage {
+        self.files
+            .push((path.to_owned(), content.as_ref().to_vec()));
+        self
+    }
+
+    /// Sets `ENTRYPOINT` (exec form).
+    pub fn entrypoint(mut self, argv: &[&str]) -> ScratchImage {
+        self.entrypoint = argv.iter().map(|a| (*a).to_owned()).collect();
+        self
+    }
+
+    /// Sets `CMD` (exec form).
+    pub fn cmd(mut self, argv: &[&str]) -> ScratchImage {
+        self.cmd = argv.iter().map(|a| (*a).to_owned()).collect();
+        self
+    }
+
+    /// Builds it and tags it `tag`; when `tag` names a loopback registry, pushes it and
+    /// returns its repo digest (`<repo>@sha256:…`) in that repository.
+    pub fn build(&self, tag: &str) -> Option<String> {
+        let ctx = tempfile::tempdir().expect("tempdir");
+        let root = ctx.path().join("rootfs");
+        let place = |path: &str| {
+            let p = root.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            p
+        };
+        std::fs::copy(
+            busybox().expect("busybox-static installed"),
+            place(&self.busybox),
+        )
+        .expect("copy busybox");
+        for (path, content) in &self.files {
+            std::fs::write(place(path), content).expect("image file");
+        }
+        let mut dockerfile = String::from("FROM scratch\nCOPY rootfs/ /\n");
+        for (word, argv) in [("ENTRYPOINT", &self.entrypoint), ("CMD", &self.cmd)] {
+            if !argv.is_empty() {
+                let json = serde_json::to_string(argv).expect("json");
+                dockerfile.push_str(&format!("{word} {json}\n"));
+            }
+        }
+        std::fs::write(ctx.path().join("Dockerfile"), dockerfile).expect("dockerfile");
+        must_docker(&["build", "-q", "-t", tag, &ctx.path().display().to_string()]);
+        if !(tag.starts_with("127.0.0.1:") || tag.starts_with("localhost:")) {
+            return None;
+        }
+        must_docker(&["push", tag]);
+        // Parallel tests may build the same image under other names: pick this repository's.
+        let repo = match tag.rsplit_once(':') {
+            Some((repo, t)) if !t.contains('/') => repo,
+            _ => tag,
+        };
+        let digests = must_docker(&["image", "inspect", "--format", "{{json .RepoDigests}}", tag]);
+        let list: Vec<String> = serde_json::from_str(&digests).unwrap_or_default();
+        list.into_iter()
+            .find(|d| d.strip_prefix(repo).is_some_and(|r| r.starts_with('@')))
     }
 }
 
@@ -391,63 +515,56 @@ fn docker(args: &[&str]) -> Result<String, String> {
 /// (`/index.html` says `version`, `/health` answers while `/tmp/unhealthy` is absent), tags
 /// it `tag`, pushes it when `tag` names a registry, and returns the repo digest if pushed.
 pub fn build_image(tag: &str, version: &str) -> Option<String> {
-    let ctx = tempfile::tempdir().expect("tempdir");
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| Path::new(p).is_file())
-        .expect("busybox-static installed");
-    std::fs::copy(busybox, ctx.path().join("busybox")).expect("copy busybox");
-    std::fs::create_dir_all(ctx.path().join("www")).expect("mkdir");
-    std::fs::write(ctx.path().join("www/index.html"), format!("{version}\n")).expect("index");
-    std::fs::write(ctx.path().join("www/health"), "ok\n").expect("health");
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\n\
-         ENTRYPOINT [\"/bin/busybox\"]\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
-    )
-    .expect("dockerfile");
-    docker(&["build", "-q", "-t", tag, &ctx.path().display().to_string()])
-        .unwrap_or_else(|e| panic!("docker build {tag}: {e}"));
-    if tag.starts_with("127.0.0.1:") || tag.starts_with("localhost:") {
-        docker(&["push", tag]).unwrap_or_else(|e| panic!("docker push {tag}: {e}"));
-        let digests = docker(&["image", "inspect", "--format", "{{json .RepoDigests}}", tag])
-            .expect("inspect");
-        let list: Vec<String> = serde_json::from_str(&digests).unwrap_or_default();
-        list.into_iter().next()
-    } else {
-        None
-    }
+    ScratchImage::busybox_at("/bin/busybox")
+        .file("/www/index.html", format!("{version}\n"))
+        .file("/www/health", "ok\n")
+        .entrypoint(&["/bin/busybox"])
+        .cmd(&["httpd", "-f", "-p", "8080", "-h", "/www"])
+        .build(tag)
 }
 
-/// Removes every container, network and volume of a test site, and the given images, on drop.
+/// Removes every container, network and volume carrying one label (a test site's or
+/// node's), and the given containers and images, on drop.
 #[derive(Debug)]
 pub struct DockerGuard {
-    site: String,
+    /// `label=<key>=<value>`, a `docker … --filter`.
+    filter: String,
+    containers: Mutex<Vec<String>>,
     images: Mutex<Vec<String>>,
 }
 
 impl DockerGuard {
     /// Guards resources labelled `io.edgefleet.site=<site>`.
     pub fn new(site: &str) -> DockerGuard {
+        DockerGuard::by_label("io.edgefleet.site", site)
+    }
+
+    /// Guards resources labelled `<key>=<value>` (e.g. `io.edgefleet.node=<node>`).
+    pub fn by_label(key: &str, value: &str) -> DockerGuard {
         DockerGuard {
-            site: site.to_owned(),
+            filter: format!("label={key}={value}"),
+            containers: Mutex::new(Vec::new()),
             images: Mutex::new(Vec::new()),
         }
     }
 
-    /// Also removes this image on drop.
-    pub fn image(&self, tag: &str) {
-        self.images.lock().expect("lock").push(tag.to_owned());
+    /// Also removes this image on drop: a tag, or a whole repository (every tag of it).
+    pub fn image(&self, reference: &str) {
+        self.images.lock().expect("lock").push(reference.to_owned());
     }
 
-    /// Containers of the site, `name → (state, labels json)`.
+    /// Also removes this container (name or id), which need not carry the label, on drop.
+    pub fn container(&self, name: &str) {
+        self.containers.lock().expect("lock").push(name.to_owned());
+    }
+
+    /// Containers with the label, `name → state`.
     pub fn containers(&self) -> BTreeMap<String, String> {
-        let filter = format!("label=io.edgefleet.site={}", self.site);
         docker(&[
             "ps",
             "-a",
             "--filter",
-            &filter,
+            &self.filter,
             "--format",
             "{{.Names}} {{.State}}",
         ])
@@ -464,22 +581,42 @@ impl DockerGuard {
     }
 
     fn cleanup(&self) {
-        let filter = format!("label=io.edgefleet.site={}", self.site);
-        let ids = docker(&["ps", "-aq", "--filter", &filter]).unwrap_or_default();
-        let ids: Vec<&str> = ids.split_whitespace().collect();
+        let filter = self.filter.as_str();
+        let ids = docker(&["ps", "-aq", "--filter", filter]).unwrap_or_default();
+        let mut ids: Vec<&str> = ids.split_whitespace().collect();
+        let named = self
+            .containers
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default();
+        ids.extend(named.iter().map(String::as_str));
         if !ids.is_empty() {
             let mut args = vec!["rm", "-f", "-v"];
             args.extend(ids);
             let _ = docker(&args);
         }
         for kind in ["network", "volume"] {
-            let list = docker(&[kind, "ls", "-q", "--filter", &filter]).unwrap_or_default();
+            let list = docker(&[kind, "ls", "-q", "--filter", filter]).unwrap_or_default();
             for id in list.split_whitespace() {
                 let _ = docker(&[kind, "rm", id]);
             }
         }
         for image in self.images.lock().map(|v| v.clone()).unwrap_or_default() {
             let _ = docker(&["rmi", "-f", &image]);
+            // Every local tag (or, untagged, digest) of a repository; by name, never by id,
+            // so an image shared with another test keeps that test's names.
+            let names = docker(&[
+                "images",
+                "--format",
+                "{{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}",
+                &image,
+            ])
+            .unwrap_or_default();
+            for line in names.lines() {
+                if let Some(name) = line.split(' ').find(|n| !n.contains("<none>")) {
+                    let _ = docker(&["rmi", "-f", name]);
+                }
+            }
         }
     }
 }

@@ -57,7 +57,8 @@ fn docker_compose_up_runs_the_demo_site() {
     if !require_docker() {
         return;
     }
-    if !harness::in_ci() && !(port_free(1883) && port_free(8080)) {
+    let demo_ports_free = port_free(1883) && port_free(8080);
+    if !harness::in_ci() && !demo_ports_free {
         eprintln!("skipping compose test: 127.0.0.1:1883 or :8080 is taken (a demo already up?)");
         return;
     }
