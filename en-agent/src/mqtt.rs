@@ -423,6 +423,12 @@ fn tls_transport(config: &Config) -> Result<rumqttc::Transport, String> {
                     .add(c)
                     .map_err(|e| format!("tls ca file {}: {e}", path.display()))?;
             }
+            if roots.is_empty() {
+                return Err(format!(
+                    "tls ca file {}: no certificate in it",
+                    path.display()
+                ));
+            }
         }
         None => {
             let found = rustls_native_certs::load_native_certs();

@@ -155,6 +155,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         .broker
         .parse()
         .map_err(|e: schemas::BrokerUrlError| crate::config::ConfigError::Value(e.to_string()))?;
+    let transport = mqtt::Transport::for_broker(&broker, cfg.tls_ca_file.as_deref())
+        .map_err(crate::config::ConfigError::Value)?;
     let store = Store::open(&cfg.state_dir)?;
     let audit = Audit::open(
         &cfg.state_dir.join("audit"),
@@ -207,6 +209,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
             last_epoch: store.data.lo_epoch,
             epoch_file: Some(cfg.state_dir.join("lo-epoch")),
             version: VERSION.into(),
+            transport,
         },
         mqtt_tx,
         mqtt_stop.clone(),

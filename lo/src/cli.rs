@@ -111,9 +111,10 @@ pub fn plan_worktree(
 }
 
 /// Reads the retained `status` and `online` topics of a site from a broker, waiting until no
-/// message arrived for `quiet` (at most `max`).
+/// message arrived for `quiet` (at most `max`). `tls_ca_file` as in the LO's configuration.
 pub async fn observe_broker(
     broker: &BrokerUrl,
+    tls_ca_file: Option<&std::path::Path>,
     topics: &Topics,
     site: &str,
     quiet: Duration,
@@ -126,6 +127,9 @@ pub async fn observe_broker(
     if let (Some(u), Some(p)) = (&broker.username, &broker.password) {
         opts.set_credentials(u.clone(), p.clone());
     }
+    crate::mqtt::Transport::for_broker(broker, tls_ca_file)
+        .map_err(CliError::Broker)?
+        .apply(&mut opts);
     let (client, mut ev) = AsyncClient::new(opts, 16);
     let mut fleet = Fleet::new(u64::MAX / 2);
     let deadline = tokio::time::Instant::now() + max;

@@ -66,8 +66,10 @@ pub struct Config {
     pub poll_interval: Duration,
     /// State directory (generations, mirror, audit log).
     pub state_dir: PathBuf,
-    /// Broker address, `mqtt://[user:pass@]host[:port]`.
+    /// Broker address, `mqtt://[user:pass@]host[:port]`, or `mqtts://` for TLS.
     pub broker: String,
+    /// For `mqtts://`: trust the CA certificates in this PEM file instead of the system store.
+    pub tls_ca_file: Option<PathBuf>,
     /// MQTT client id (default `lo-<site>`).
     pub client_id: Option<String>,
     /// Topic root.
@@ -105,6 +107,7 @@ impl Default for Config {
             poll_interval: Duration::from_secs(5),
             state_dir: PathBuf::from("/var/lib/edgefleet-lo"),
             broker: "mqtt://localhost:1883".into(),
+            tls_ca_file: None,
             client_id: None,
             topic_root: schemas::topic::DEFAULT_ROOT.into(),
             http_listen: "0.0.0.0:8080".into(),
@@ -228,6 +231,7 @@ mod tests {
         let flags = vec![("http_listen".to_owned(), "127.0.0.1:9".to_owned())];
         let c = resolve(Some(file), &env, &flags).expect("resolves");
         assert_eq!(c.site, "plant-1");
+        assert_eq!(c.tls_ca_file, None);
         assert_eq!(c.branch, "staging");
         assert_eq!(c.poll_interval, Duration::from_secs(2));
         assert_eq!(c.heartbeat_timeout, Duration::from_secs(45));
@@ -249,6 +253,17 @@ mod tests {
         .expect("example parses");
         assert_eq!(c.poll_interval, Duration::from_secs(5));
         c.validate().expect("valid");
+    }
+
+    #[test]
+    fn tls_ca_file_from_file_and_env() {
+        let file = "site = \"s\"\nrepo = \"/r\"\nbroker = \"mqtts://lo:pw@broker\"\ntls_ca_file = \"/etc/ca.pem\"\n";
+        let c = resolve(Some(file), &HashMap::new(), &[]).expect("resolves");
+        assert_eq!(c.tls_ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        c.validate().expect("valid");
+        let env = HashMap::from([("LO_TLS_CA_FILE".to_owned(), "/other.pem".to_owned())]);
+        let c = resolve(Some(file), &env, &[]).expect("resolves");
+        assert_eq!(c.tls_ca_file, Some(PathBuf::from("/other.pem")));
     }
 
     #[test]

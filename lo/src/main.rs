@@ -50,6 +50,10 @@ enum Command {
         /// Plan against the retained status on this broker (else against nothing running).
         #[arg(long)]
         broker: Option<String>,
+        /// For an `mqtts://` broker: trust the CA certificates in this PEM file (default: the
+        /// system store).
+        #[arg(long)]
+        tls_ca_file: Option<PathBuf>,
         /// Topic root.
         #[arg(long, default_value = "fleet")]
         topic_root: String,
@@ -246,6 +250,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             site,
             site_path,
             broker,
+            tls_ca_file,
             topic_root,
             format,
         } => {
@@ -256,6 +261,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     let url: schemas::BrokerUrl = url.parse()?;
                     lo::cli::observe_broker(
                         &url,
+                        tls_ca_file.as_deref(),
                         &topics,
                         &site,
                         Duration::from_millis(700),

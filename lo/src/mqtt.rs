@@ -9,6 +9,9 @@
 //! it, so it only ever grows, across restarts too, whatever the clock says. Reconnects back
 //! off exponentially with jitter.
 //! What to do after a CONNACK (subscribe, presence, republish) is the orchestrator's job.
+//!
+//! `mqtts://` uses rustls with the ring provider (cargo feature `mqtt-tls`, on by default),
+//! trusting the PEM certificates of `tls_ca_file` or, without it, the system store.
 
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use schemas::{BrokerUrl, LoChannel, Presence, PresenceSchema, Topics};
@@ -66,6 +69,82 @@ pub struct MqttSettings {
     pub epoch_file: Option<PathBuf>,
     /// Software version in presence messages.
     pub version: String,
+    /// Plain TCP or TLS, from [`Transport::for_broker`].
+    pub transport: Transport,
+}
+
+/// How to reach the broker: plain TCP (`mqtt://`) or TLS (`mqtts://`).
+#[derive(Clone, Default)]
+pub struct Transport(rumqttc::Transport);
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            rumqttc::Transport::Tcp => f.write_str("Transport(tcp)"),
+            _ => f.write_str("Transport(tls)"),
+        }
+    }
+}
+
+impl Transport {
+    /// The transport for `broker`. For `mqtts://` this builds the TLS client now (reading
+    /// `tls_ca_file`, or the system store without it), so a bad CA file fails at startup
+    /// rather than at every connection attempt. `tls_ca_file` is ignored for `mqtt://`.
+    pub fn for_broker(broker: &BrokerUrl, tls_ca_file: Option<&Path>) -> Result<Self, String> {
+        if broker.tls {
+            tls_transport(tls_ca_file).map(Transport)
+        } else {
+            Ok(Transport::default())
+        }
+    }
+
+    /// Sets this transport on `opts`.
+    pub fn apply(&self, opts: &mut MqttOptions) {
+        opts.set_transport(self.0.clone());
+    }
+}
+
+// The same as the agent's `tls_transport` (en-agent/src/mqtt.rs): kept as a small duplicate
+// because `schemas`, the only crate both share, has no I/O and no TLS.
+#[cfg(feature = "mqtt-tls")]
+fn tls_transport(ca_file: Option<&Path>) -> Result<rumqttc::Transport, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    use std::sync::Arc;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let err = |e: &dyn std::fmt::Display| format!("tls_ca_file {}: {e}", path.display());
+            for c in CertificateDer::pem_file_iter(path).map_err(|e| err(&e))? {
+                roots.add(c.map_err(|e| err(&e))?).map_err(|e| err(&e))?;
+            }
+            if roots.is_empty() {
+                return Err(err(&"no certificate in the file"));
+            }
+        }
+        None => {
+            for c in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(c);
+            }
+            if roots.is_empty() {
+                return Err("no system CA certificates found; set tls_ca_file".into());
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(Arc::new(cfg)),
+    ))
+}
+
+#[cfg(not(feature = "mqtt-tls"))]
+fn tls_transport(_ca_file: Option<&Path>) -> Result<rumqttc::Transport, String> {
+    Err("this build has no TLS support (cargo feature `mqtt-tls`)".into())
 }
 
 /// Presence payload.
@@ -171,6 +250,7 @@ pub fn start(
     if let (Some(u), Some(p)) = (&s.broker.username, &s.broker.password) {
         opts.set_credentials(u.clone(), p.clone());
     }
+    s.transport.apply(&mut opts);
     let (client, mut eventloop) = AsyncClient::new(opts, 8192);
     let mut epoch = EpochCounter::open(s.epoch_file.clone(), s.last_epoch);
     let will_topic = s.topics.lo(&s.site, LoChannel::Online);
@@ -240,6 +320,22 @@ pub async fn drain(
     }
 }
 
+/// Longest wait between two connection attempts.
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+
+/// Reconnect delays: 100 ms doubling to 10 s, each with random jitter up to its own length.
+/// Reset after a CONNACK.
+fn reconnect_backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(RECONNECT_MAX)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,20 +358,4 @@ mod tests {
         let mut older = EpochCounter::open(Some(file), 1_700_000_000_000);
         assert_eq!(older.advance().0, 1_700_000_000_001);
     }
-}
-
-/// Longest wait between two connection attempts.
-const RECONNECT_MAX: Duration = Duration::from_secs(10);
-
-/// Reconnect delays: 100 ms doubling to 10 s, each with random jitter up to its own length.
-/// Reset after a CONNACK.
-fn reconnect_backoff() -> backon::ExponentialBackoff {
-    use backon::BackoffBuilder;
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(RECONNECT_MAX)
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .build()
 }
