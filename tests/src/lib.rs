@@ -18,6 +18,7 @@
 //!   with `CI=true`, else skip with a one-line notice.
 
 pub mod site;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
