@@ -5,8 +5,10 @@
 //! - `src/bin/fleet-sim.rs`: a whole site in one process — a broker (embedded rumqttd or an
 //!   external Mosquitto), the real LO (`lo::app::start`), and N agents (`en_agent::spawn`
 //!   over `FakeRuntime`) — measuring commit → every node converged.
-//! - `src/bin/bench-probe.rs`: footprint probes of real processes (`/proc`), bytes on the
-//!   wire, reconnect → first action, and real-Docker commit → running.
+//! - `benches/docker_commit.rs`: real Docker, commit → containers running (the e2e
+//!   harness's site).
+//! - `scripts/bench-agent-footprint.sh`: the agent's binary size, idle RSS/PSS/CPU, disk
+//!   writes and heartbeat bytes, from `/proc`.
 //! - `scripts/bench-*.sh` drive them; `BENCHMARKS.md` has the figures.
 //!
 //! This file holds what they share: synthetic site generation and small statistics.
@@ -173,7 +175,8 @@ pub fn summarize(xs: &[f64]) -> Summary {
 }
 
 /// Raises the soft open-files limit to the hard limit (10,000 nodes need ~20,000 sockets in
-/// one process when broker, LO and agents share it). Returns the new soft limit.
+/// one process when broker, LO and agents share it; ~10,000 with the broker apart).
+/// Returns the new soft limit.
 pub fn raise_nofile() -> u64 {
     // No libc/unsafe here: read the limits from /proc and ask `prlimit` (util-linux) to set
     // them for this process.

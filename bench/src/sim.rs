@@ -364,6 +364,40 @@ pub struct Seen {
     pub heartbeat_example: Option<String>,
 }
 
+/// The counters of [`Seen`], copied out of the lock.
+#[derive(Debug, Clone, Default)]
+pub struct SeenCounts {
+    /// Status messages received.
+    pub status_msgs: u64,
+    /// Status bytes received.
+    pub status_bytes: u64,
+    /// Heartbeat messages received.
+    pub heartbeat_msgs: u64,
+    /// Heartbeat bytes.
+    pub heartbeat_bytes: u64,
+    /// Event messages.
+    pub event_msgs: u64,
+    /// Event bytes.
+    pub event_bytes: u64,
+    /// One heartbeat payload.
+    pub heartbeat_example: Option<String>,
+}
+
+impl Seen {
+    /// The counters.
+    pub fn snapshot(&self) -> SeenCounts {
+        SeenCounts {
+            status_msgs: self.status_msgs,
+            status_bytes: self.status_bytes,
+            heartbeat_msgs: self.heartbeat_msgs,
+            heartbeat_bytes: self.heartbeat_bytes,
+            event_msgs: self.event_msgs,
+            event_bytes: self.event_bytes,
+            heartbeat_example: self.heartbeat_example.clone(),
+        }
+    }
+}
+
 /// Subscribes to a site's status, presence, heartbeats, events and LO status.
 #[derive(Debug, Clone)]
 pub struct Watcher {

@@ -404,10 +404,9 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<Report> {
 
     // Measured rollouts.
     let mut rollouts = Vec::new();
-    for run in 1..=args.runs {
+    for (run, v) in versions.iter().enumerate().take(args.runs + 1).skip(1) {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         while conv_rx.try_recv().is_ok() {}
-        let v = &versions[run];
         for d in 0..args.deployments {
             repo.write(
                 &format!("sites/{site_name}/app{d:02}.yaml"),
@@ -576,7 +575,7 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<Report> {
     let lo_mem = lo_pid.and_then(sim::proc_sample);
     let broker_mem = broker.pid().and_then(sim::proc_sample);
     let me = sim::proc_sample(std::process::id());
-    let s = lock(&watcher.seen);
+    let s = lock(&watcher.seen).snapshot();
     let avg = |b: u64, n: u64| if n == 0 { 0.0 } else { b as f64 / n as f64 };
     let broker_ms: Vec<f64> = rollouts
         .iter()
@@ -624,7 +623,7 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<Report> {
         status_bytes_avg: avg(s.status_bytes, s.status_msgs),
         heartbeat_msgs: s.heartbeat_msgs,
         heartbeat_bytes_avg: avg(s.heartbeat_bytes, s.heartbeat_msgs),
-        heartbeat_example: s.heartbeat_example.clone(),
+        heartbeat_example: s.heartbeat_example,
         event_msgs: s.event_msgs,
         event_bytes_avg: avg(s.event_bytes, s.event_msgs),
         lo_rss_kib: lo_mem.map(|m| m.rss_kib),
@@ -636,7 +635,6 @@ async fn run(args: Args, nofile: u64) -> anyhow::Result<Report> {
         process_peak_rss_kib: me.map(|m| m.hwm_kib),
         complete,
     };
-    drop(s);
     lo.stop().await;
     root.cancel();
     drop(broker);
