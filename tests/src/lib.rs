@@ -520,7 +520,13 @@ pub fn build_image(tag: &str, version: &str) -> Option<String> {
         .file("/www/index.html", format!("{version}\n"))
         .file("/www/health", "ok\n")
         .entrypoint(&["/bin/busybox"])
-        .cmd(&["httpd", "-f", "-p", "8080", "-h", "/www"])
+        // httpd as PID 1 ignores SIGTERM, so every `docker stop` would wait out its 10 s
+        // grace period; a shell that forwards TERM stops at once, like a real service.
+        .cmd(&[
+            "sh",
+            "-c",
+            "/bin/busybox httpd -f -p 8080 -h /www & pid=$!; trap 'kill $pid; exit 0' TERM; wait",
+        ])
         .build(tag)
 }
 
