@@ -191,6 +191,25 @@ impl FakeRuntime {
 
     /// Docker's restart manager for one container: while it is `restarting`, start it
     /// after a doubling delay; it crashes again while its image is marked.
+    /// Runs container `id` (stopping it first when `restart`), as Docker would, including a
+    /// crash on start for images set to crash; wakes the change stream.
+    fn run_and_notify(&self, id: &str, restart: bool) -> Result<(), RuntimeError> {
+        let mut s = self.lock();
+        if restart {
+            if let Some(c) = s.containers.get_mut(id) {
+                c.info.status = "exited".into();
+            }
+        }
+        let r = Self::run(&mut s, id);
+        let restarting = r.is_ok() && Self::crash_on_start(&mut s, id);
+        drop(s);
+        self.notify();
+        if restarting {
+            self.spawn_restarter(id.to_owned());
+        }
+        r
+    }
+
     fn spawn_restarter(&self, id: String) {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
@@ -632,15 +651,7 @@ impl ContainerRuntime for FakeRuntime {
             Some(format!("start {name}")),
         )
         .await?;
-        let mut s = self.lock();
-        let r = Self::run(&mut s, id);
-        let restarting = r.is_ok() && Self::crash_on_start(&mut s, id);
-        drop(s);
-        self.notify();
-        if restarting {
-            self.spawn_restarter(id.to_owned());
-        }
-        r
+        self.run_and_notify(id, false)
     }
 
     async fn restart_container(&self, id: &str, _timeout: Duration) -> Result<(), RuntimeError> {
@@ -651,18 +662,7 @@ impl ContainerRuntime for FakeRuntime {
             Some(format!("restart {name}")),
         )
         .await?;
-        let mut s = self.lock();
-        if let Some(c) = s.containers.get_mut(id) {
-            c.info.status = "exited".into();
-        }
-        let r = Self::run(&mut s, id);
-        let restarting = r.is_ok() && Self::crash_on_start(&mut s, id);
-        drop(s);
-        self.notify();
-        if restarting {
-            self.spawn_restarter(id.to_owned());
-        }
-        r
+        self.run_and_notify(id, true)
     }
 
     async fn remove_container(&self, id: &str, _timeout: Duration) -> Result<(), RuntimeError> {
