@@ -33,25 +33,8 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("BROKER_HEALTH_ADDR")
         .env_remove("BROKER_HEALTH_USER")
         .env_remove("BROKER_HEALTH_PASSWORD")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("broker binary starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!("broker {args:?} did not exit within 20 s: {out:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .envs(env.iter().copied());
+    harness::output_within(&mut cmd, Duration::from_secs(20))
 }
 
 fn stderr(o: &Output) -> String {

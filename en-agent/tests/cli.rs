@@ -23,19 +23,7 @@ fn command(args: &[&str]) -> Command {
 
 /// Runs to completion, killing it after 20 s.
 fn run(args: &[&str]) -> Output {
-    let mut child = command(args).spawn().expect("en-agent starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!("en-agent {args:?} did not exit within 20 s: {out:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    harness::output_within(&mut command(args), Duration::from_secs(20))
 }
 
 fn stderr(o: &Output) -> String {

@@ -269,6 +269,28 @@ impl Drop for Proc {
     }
 }
 
+/// Runs `cmd` to completion with piped output, killing it after `limit` (then panics).
+pub fn output_within(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("{cmd:?} did not exit within {limit:?}: {out:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Starts our `broker` on `port`.
 pub fn start_broker(port: u16, log_dir: &Path) -> Proc {
     let mut cmd = Command::new(bin("broker"));
