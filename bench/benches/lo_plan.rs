@@ -150,6 +150,26 @@ fn benches(c: &mut Criterion) {
     g.bench_function("plan_fresh", |b| {
         b.iter(|| black_box(plan_with(&rendered, false)))
     });
+    // What the running LO does once a second: the per-action counts, no plan built.
+    let desired: Vec<(&str, Vec<&DesiredDeployment>)> = rendered
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.deployments.iter().map(|x| &*x.spec).collect()))
+        .collect();
+    g.bench_function("plan_count", |b| {
+        b.iter(|| {
+            black_box(plan::count(desired.iter().map(|(n, ds)| {
+                (
+                    *n,
+                    NodeInput {
+                        desired: ds.as_slice(),
+                        observed: statuses.get(*n),
+                        online: true,
+                        paced: false,
+                    },
+                )
+            })))
+        })
+    });
     g.bench_function("site_plan", |b| {
         b.iter(|| {
             let r = render::render(&docs, &revision, &inventory, &no_rollbacks);

@@ -1237,7 +1237,7 @@ impl Engine {
             .last_plan
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
         if self.status_dirty && plan_due {
-            self.update_plan_metrics(now);
+            self.update_plan_metrics();
             self.last_plan = Some(Instant::now());
         }
         let due = self
@@ -1248,31 +1248,29 @@ impl Engine {
         }
     }
 
-    fn update_plan_metrics(&mut self, now: u64) {
-        let Some(served) = &self.served else { return };
+    fn update_plan_metrics(&mut self) {
+        if self.served.is_none() {
+            return;
+        }
         let started = Instant::now();
-        let desired: BTreeMap<&str, Vec<&schemas::DesiredDeployment>> = self
+        let desired: Vec<(&str, Vec<&schemas::DesiredDeployment>)> = self
             .target
             .iter()
             .map(|(n, d)| (n.as_str(), d.deployments.iter().map(|x| &*x.spec).collect()))
             .collect();
-        let waiting = self.rollout.as_ref().map(|r| &r.waiting);
-        let p = plan::plan(
-            &self.site,
-            &served.commit,
-            desired.iter().map(|(n, ds)| {
-                (
-                    *n,
-                    NodeInput {
-                        desired: ds.as_slice(),
-                        observed: self.fleet.get(n).and_then(|o| o.status.as_ref()),
-                        online: self.fleet.online(n, now),
-                        paced: waiting
-                            .is_some_and(|w| w.binary_search_by(|x| x.as_str().cmp(n)).is_ok()),
-                    },
-                )
-            }),
-        );
+        // Only the counts per action are needed: no plan (steps, names, reasons) is built.
+        // Whether a node is online or paced only sets a plan's `waiting`, not its actions.
+        let summary = plan::count(desired.iter().map(|(n, ds)| {
+            (
+                *n,
+                NodeInput {
+                    desired: ds.as_slice(),
+                    observed: self.fleet.get(n).and_then(|o| o.status.as_ref()),
+                    online: true,
+                    paced: false,
+                },
+            )
+        }));
         self.shared
             .metrics
             .plan_seconds
@@ -1284,7 +1282,7 @@ impl Engine {
                 .get_or_create(&Metrics::kind(a))
                 .set(0);
         }
-        for (a, n) in &p.summary {
+        for (a, n) in &summary {
             self.shared
                 .metrics
                 .plan_actions

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// State-directory errors.
 #[derive(Debug, thiserror::Error)]
@@ -202,7 +203,7 @@ impl StoreData {
             .contents
             .iter()
             .filter_map(|(hash, c)| {
-                let deployments: Option<Vec<Dep>> =
+                let deployments: Option<Arc<[Dep]>> =
                     c.deployments.iter().map(|h| deps.get(h).cloned()).collect();
                 let nd = NodeDesired {
                     revision: c.revision.clone(),
@@ -386,7 +387,7 @@ mod tests {
                 commit: "c1".into(),
                 path: "sites/s1".into(),
             },
-            deployments: vec![dep],
+            deployments: vec![dep].into(),
         };
         let mut published = BTreeMap::new();
         for n in ["n1", "n2"] {
