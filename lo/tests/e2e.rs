@@ -628,3 +628,40 @@ async fn lo_presence_epoch_is_a_persisted_counter() {
         assert_eq!(off.epoch, round, "offline with the session's epoch");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_signing_key_every_desired_document_is_signed() {
+    use schemas::sign;
+    let broker = start_broker();
+    let repo = Repo::new();
+    commit(&repo, &base_files("reg/web:1"), "first");
+    let state = tempfile::tempdir().unwrap();
+    let watcher = Client::connect(broker.connect_addr(), "w", None).await;
+    watcher
+        .client
+        .subscribe(
+            topics().all_nodes(SITE, NodeChannel::Desired),
+            rumqttc::QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+    let key = sign::Ed25519SigningKey::from_bytes(&[5u8; 32]);
+    let seed = sign::signing_key_to_base64(&key);
+    let mut cfg = lo_config(repo.path(), state.path(), broker.connect_addr());
+    cfg.signing_key = Some(seed);
+    cfg.signing_key_id = "site-key".into();
+    let lo = Lo::start(cfg).await;
+    for node in ["n1", "n2"] {
+        let d = wait_until("signed doc", T, || watcher.last_desired(node)).await;
+        let sig = d.signature.as_ref().expect("signed");
+        assert_eq!(sig.key_id, "site-key");
+        assert_eq!(sign::verify(&d, &key.verifying_key()), Ok(()), "{node}");
+        // What an agent with another key would see: refused.
+        let other = sign::Ed25519SigningKey::from_bytes(&[6u8; 32]);
+        assert_eq!(
+            sign::verify(&d, &other.verifying_key()),
+            Err(sign::SignatureError::Invalid)
+        );
+    }
+    lo.stop().await;
+}

@@ -73,6 +73,11 @@ pub fn verifying_key_from_base64(text: &str) -> Result<VerifyingKey, SignatureEr
     VerifyingKey::from_bytes(&key_bytes(text)?).map_err(|e| SignatureError::Key(e.to_string()))
 }
 
+/// Base64 of a signing key's 32-byte seed, the form `signing_key_from_base64` reads.
+pub fn signing_key_to_base64(key: &SigningKey) -> String {
+    base64::engine::general_purpose::STANDARD.encode(key.to_bytes())
+}
+
 /// Base64 of a public key, for configuration files.
 pub fn verifying_key_to_base64(key: &VerifyingKey) -> String {
     base64::engine::general_purpose::STANDARD.encode(key.as_bytes())
@@ -137,5 +142,10 @@ mod tests {
             key.verifying_key()
         );
         assert!(verifying_key_from_base64("bm90IGEga2V5").is_err());
+        let seed = signing_key_to_base64(&key);
+        assert_eq!(
+            signing_key_from_base64(&seed).expect("seed").to_bytes(),
+            key.to_bytes()
+        );
     }
 }
