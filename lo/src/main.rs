@@ -61,6 +61,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Generate an ed25519 key pair for signing desired documents: the seed goes in the LO's
+    /// `signing_key`, the public key in every agent's `public_key`.
+    Keygen,
     /// Show the last audit entries for a node or deployment.
     History {
         /// State directory of the LO.
@@ -221,6 +224,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             timeout,
         } => Ok(healthcheck(url, config.as_deref(), timeout)),
+        Command::Keygen => Ok(keygen()),
         Command::Run(args) => run(args).await,
         Command::Validate {
             repo,
@@ -389,4 +393,26 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     });
     lo::app::run(cfg, shutdown).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a new key pair: 32 bytes from the kernel's CSPRNG as the ed25519 seed.
+fn keygen() -> ExitCode {
+    use std::io::Read;
+    let mut seed = [0u8; 32];
+    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed)) {
+        eprintln!("error: cannot read /dev/urandom: {e}");
+        return ExitCode::from(1);
+    }
+    let key = schemas::sign::Ed25519SigningKey::from_bytes(&seed);
+    println!("# lo (keep secret): LO_SIGNING_KEY or signing_key in the LO config");
+    println!(
+        "signing_key = \"{}\"",
+        schemas::sign::signing_key_to_base64(&key)
+    );
+    println!("# every en-agent: EN_PUBLIC_KEY or public_key in the agent config");
+    println!(
+        "public_key = \"{}\"",
+        schemas::sign::verifying_key_to_base64(&key.verifying_key())
+    );
+    ExitCode::SUCCESS
 }

@@ -174,3 +174,22 @@ async fn healthcheck_against_a_running_lo() {
     assert_eq!(code, 1);
     assert!(err.starts_with("healthcheck: "), "{err}");
 }
+
+#[test]
+fn keygen_prints_a_key_pair_the_agent_can_verify_with() {
+    let (code, out, _) = lo(&["keygen"]);
+    assert_eq!(code, 0);
+    let value = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{key} in {out}"))
+            .to_owned()
+    };
+    let signing = schemas::sign::signing_key_from_base64(&value("signing_key")).expect("seed");
+    let public = schemas::sign::verifying_key_from_base64(&value("public_key")).expect("public");
+    assert_eq!(signing.verifying_key(), public);
+    // Two runs give two different keys.
+    let (_, again, _) = lo(&["keygen"]);
+    assert_ne!(out, again);
+}
