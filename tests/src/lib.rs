@@ -509,7 +509,13 @@ impl ScratchImage {
         for (path, content) in &self.files {
             std::fs::write(place(path), content).expect("image file");
         }
-        let mut dockerfile = String::from("FROM scratch\nCOPY rootfs/ /\n");
+        // The tag as a label makes every tag its own image: tests running in parallel build
+        // the same files, and a shared image id would let one test's cleanup delete another
+        // test's image while it is being built or pushed.
+        let mut dockerfile = format!(
+            "FROM scratch\nCOPY rootfs/ /\nLABEL io.edgefleet.test-image={}\n",
+            serde_json::Value::String(tag.to_owned())
+        );
         for (word, argv) in [("ENTRYPOINT", &self.entrypoint), ("CMD", &self.cmd)] {
             if !argv.is_empty() {
                 let json = serde_json::to_string(argv).expect("json");
