@@ -13,35 +13,13 @@ use en_agent::{Config, Counters};
 use schemas::wire::NodeStatus;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use harness::tls::{make_ca, require_tools, TlsBroker};
+use harness::tls::{make_ca, poll, require_tools, TlsBroker};
 
 /// The agent's login on the test broker.
 const USER: &str = "n1";
-
-/// Polls `f` (blocking) every 200 ms until it returns `Some`, for at most `timeout`.
-async fn poll<T: Send + 'static>(
-    timeout: Duration,
-    f: impl Fn() -> Option<T> + Send + Sync + 'static,
-) -> Option<T> {
-    let f = Arc::new(f);
-    let deadline = Instant::now() + timeout;
-    loop {
-        let g = f.clone();
-        if let Some(v) = tokio::task::spawn_blocking(move || g())
-            .await
-            .expect("join")
-        {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 fn agent_config(url: &str, ca: PathBuf, dir: &Path) -> Config {
     let mut c = Config::new(SITE, NODE);

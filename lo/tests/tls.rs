@@ -14,34 +14,12 @@ use schemas::{DesiredState, LoChannel, NodeChannel, Presence, SiteStatus, Topics
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use harness::tls::{make_ca, require_tools, TlsBroker};
+use harness::tls::{make_ca, poll, require_tools, TlsBroker};
 
 /// The LO's login on the test broker.
 const USER: &str = "lo";
-
-/// Polls `f` (blocking) every 200 ms until it returns `Some`, for at most `timeout`.
-async fn poll<T: Send + 'static>(
-    timeout: Duration,
-    f: impl Fn() -> Option<T> + Send + Sync + 'static,
-) -> Option<T> {
-    let f = Arc::new(f);
-    let deadline = Instant::now() + timeout;
-    loop {
-        let g = f.clone();
-        if let Some(v) = tokio::task::spawn_blocking(move || g())
-            .await
-            .expect("join")
-        {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 fn files() -> Vec<(&'static str, Option<String>)> {
     vec![

@@ -218,3 +218,25 @@ impl TlsBroker {
             .count()
     }
 }
+
+/// Polls `f` (blocking) every 200 ms until it returns `Some`, for at most `timeout`.
+pub async fn poll<T: Send + 'static>(
+    timeout: std::time::Duration,
+    f: impl Fn() -> Option<T> + Send + Sync + 'static,
+) -> Option<T> {
+    let f = std::sync::Arc::new(f);
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let g = f.clone();
+        if let Some(v) = tokio::task::spawn_blocking(move || g())
+            .await
+            .expect("join")
+        {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
