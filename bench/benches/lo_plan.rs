@@ -35,6 +35,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 /// The converged status a node would report for `nd`.
 fn converged_status(site: &str, node: &str, nd: &NodeDesired) -> NodeStatus {
     NodeStatus {
+        signature: None,
         schema: StatusSchema::V1,
         site: site.to_owned(),
         node: node.to_owned(),

@@ -55,6 +55,7 @@ impl std::fmt::Debug for Session {
 
 fn presence(online: bool, epoch: u64) -> Vec<u8> {
     serde_json::to_vec(&Presence {
+        signature: None,
         schema: PresenceSchema::V1,
         online,
         epoch,
@@ -390,6 +391,7 @@ impl Publisher {
                             .as_ref()
                             .map_or((0, false), |s| (s.observed_generation, s.converged));
                         let h = Heartbeat {
+                            signature: None,
                             schema: HeartbeatSchema::V1,
                             seq: hb_seq,
                             uptime_s: self.started.elapsed().as_secs(),

@@ -76,6 +76,7 @@ pub fn build_status(
         .iter()
         .any(|v| !v.desired && v.state != State::Removed);
     NodeStatus {
+        signature: None,
         schema: StatusSchema::V1,
         site: id.site.clone(),
         node: id.node.clone(),
@@ -148,6 +149,7 @@ pub fn diff_events(
                 }
                 *seq += 1;
                 out.push(Event {
+                    signature: None,
                     schema: EventSchema::V1,
                     seq: *seq,
                     at: at.to_owned(),

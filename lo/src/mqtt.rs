@@ -150,6 +150,7 @@ fn tls_transport(_ca_file: Option<&Path>) -> Result<rumqttc::Transport, String> 
 /// Presence payload.
 pub fn presence(online: bool, epoch: u64, version: &str) -> Vec<u8> {
     serde_json::to_vec(&Presence {
+        signature: None,
         schema: PresenceSchema::V1,
         online,
         epoch,

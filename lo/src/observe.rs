@@ -164,6 +164,7 @@ mod tests {
 
     fn p(online: bool, epoch: u64) -> Presence {
         Presence {
+            signature: None,
             schema: PresenceSchema::V1,
             online,
             epoch,
@@ -201,6 +202,7 @@ mod tests {
         assert!(f.expire(20_000).is_empty());
         assert_eq!(f.expire(30_001), vec![("n1".to_owned(), false)]);
         let hb = Heartbeat {
+            signature: None,
             schema: schemas::HeartbeatSchema::V1,
             seq: 1,
             uptime_s: 1,

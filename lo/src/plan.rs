@@ -1065,6 +1065,7 @@ mod tests {
             deployments.reverse();
         }
         NodeStatus {
+            signature: None,
             schema: StatusSchema::V1,
             site: "s".into(),
             node: "n".into(),

@@ -66,6 +66,7 @@ fn dstatus(
 
 fn status(node: &str, generation: u64, deps: Vec<DeploymentStatus>) -> NodeStatus {
     NodeStatus {
+        signature: None,
         schema: StatusSchema::V1,
         site: "s1".into(),
         node: node.into(),

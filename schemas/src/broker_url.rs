@@ -49,12 +49,55 @@ pub struct BrokerUrlError {
     reason: &'static str,
 }
 
+/// A URL as it may be shown: the password (or token) of its user part replaced by `***`,
+/// and at most 256 characters. `https://user:tok@host/x` → `https://user:***@host/x`;
+/// `https://tok@host` → `https://***@host`. Text that is not a URL is only shortened.
+pub fn redact_url(url: &str) -> String {
+    let shown = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(end);
+            match authority.rsplit_once('@') {
+                Some((user, host)) => {
+                    let user = match user.split_once(':') {
+                        Some((u, _)) => format!("{u}:***"),
+                        None => "***".to_owned(),
+                    };
+                    format!("{scheme}://{user}@{host}{path}")
+                }
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    };
+    crate::names::shorten(&shown, 256)
+}
+
+/// Replaces every URL with credentials inside `text` (an error message of git, say) by its
+/// [`redact_url`] form.
+pub fn redact_urls_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if word.contains("://") && word.contains('@') {
+            let start = word.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(0);
+            out.push_str(&word[..start]);
+            out.push_str(&redact_url(&word[start..]));
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
+}
+
 impl std::str::FromStr for BrokerUrl {
     type Err = BrokerUrlError;
 
     fn from_str(url: &str) -> Result<Self, Self::Err> {
         let err = |reason| BrokerUrlError {
-            url: url.to_owned(),
+            url: redact_url(url),
             reason,
         };
         let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
@@ -125,5 +168,32 @@ mod tests {
         for bad in ["http://x", "mqtt://", "mqtt://h:port", "mqtt://[::1", "x"] {
             assert!(bad.parse::<BrokerUrl>().is_err(), "{bad}");
         }
+        // An error never echoes the password.
+        let err = "mqtt://lo:hunter2@host:port"
+            .parse::<BrokerUrl>()
+            .expect_err("port");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.to_string().contains("lo:***@host"), "{err}");
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("https://u:tok@git.example/x.git"),
+            "https://u:***@git.example/x.git"
+        );
+        assert_eq!(
+            redact_url("https://tok@git.example/x"),
+            "https://***@git.example/x"
+        );
+        assert_eq!(
+            redact_url("https://git.example/x@y"),
+            "https://git.example/x@y"
+        );
+        assert_eq!(redact_url("/local/path"), "/local/path");
+        assert_eq!(
+            redact_urls_in("fetch main from 'https://u:tok@h/r.git' failed"),
+            "fetch main from 'https://u:***@h/r.git' failed"
+        );
     }
 }

@@ -327,6 +327,11 @@ pub struct NodeSpec {
     /// Free text for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The node's ed25519 public key (base64 of 32 bytes, as printed by `en-agent keygen`):
+    /// reports signed with it are the node's; with
+    /// `Site.spec.security.requireSignedReports` nothing else is accepted from the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 /// `kind: Site` (at most one per site): site-wide defaults.
@@ -366,6 +371,30 @@ pub struct SiteSpec {
     /// deployments (default 50; 100 disables the guard).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_delete_percent: Option<u8>,
+    /// What workloads may do and what the LO accepts from nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecuritySpec>,
+}
+
+/// Site security policy (`Site.spec.security`). A commit breaking it is rejected with
+/// file, line and field.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecuritySpec {
+    /// Host path prefixes that bind mounts may use (absolute paths). Unset: any host path
+    /// except the protected ones (`/`, `/etc`, `/proc`, `/sys`, `/dev`, `/boot`, `/root`,
+    /// `/var/run/docker.sock`, `/run/docker.sock` and what lies below them). A protected
+    /// path is allowed only when listed here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_host_paths: Option<Vec<String>>,
+    /// Allow host ports below 1024 (default false).
+    #[serde(default)]
+    pub allow_privileged_ports: bool,
+    /// Accept reports (status, events, heartbeat, presence) only when signed by the key of
+    /// the node's `Node` document (default false).
+    #[serde(default)]
+    pub require_signed_reports: bool,
 }
 
 /// Rollout pacing.
@@ -436,6 +465,8 @@ pub struct NodeEntry {
     pub labels: BTreeMap<String, String>,
     /// File it was read from.
     pub file: String,
+    /// The node's report-signing public key (base64), from `spec.publicKey`.
+    pub public_key: Option<String>,
 }
 
 /// Everything a site's files say, validated.
@@ -501,6 +532,11 @@ where
                 }
                 "Node" => {
                     if let Some(n) = ctx.parse::<Node>(&mut problems) {
+                        if let Some(key) = &n.spec.public_key {
+                            if let Err(e) = public_key_ok(key) {
+                                ctx.problem(&mut problems, "spec.publicKey", e);
+                            }
+                        }
                         if ctx.name_ok(&n.metadata.name, &mut problems) {
                             if let Some(prev) = docs.nodes.get(&n.metadata.name) {
                                 ctx.problem(
@@ -517,6 +553,7 @@ where
                                     NodeEntry {
                                         labels: n.metadata.labels.clone(),
                                         file: (*file).to_owned(),
+                                        public_key: n.spec.public_key.clone(),
                                     },
                                 );
                             }
@@ -982,6 +1019,19 @@ fn resolve_component(
         labels: c.labels.clone(),
         update_order,
         spec_hash: String::new(),
+    }
+}
+
+/// Checks a node public key: base64 (standard, padded) of 32 bytes.
+fn public_key_ok(key: &str) -> Result<(), String> {
+    use base64::Engine;
+    match base64::engine::general_purpose::STANDARD.decode(key.trim()) {
+        Ok(b) if b.len() == 32 => Ok(()),
+        Ok(b) => Err(format!(
+            "a public key is base64 of 32 bytes (en-agent keygen), not {} bytes",
+            b.len()
+        )),
+        Err(_) => Err("a public key is base64 of 32 bytes (en-agent keygen)".into()),
     }
 }
 

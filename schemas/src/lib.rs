@@ -36,9 +36,9 @@ pub mod sign;
 #[cfg(feature = "json-schema")]
 pub mod json_schema;
 
-pub use broker_url::{BrokerUrl, BrokerUrlError};
+pub use broker_url::{redact_url, redact_urls_in, BrokerUrl, BrokerUrlError};
 pub use component::{spec_hash, Component};
-pub use names::{validate_name, NameError};
+pub use names::{shorten, validate_name, NameError};
 pub use state::{rollup, Health, State};
-pub use topic::{LoChannel, NodeChannel, Topic, TopicError, Topics};
+pub use topic::{validate_root, LoChannel, NodeChannel, Topic, TopicError, Topics};
 pub use wire::*;

@@ -21,7 +21,7 @@ pub struct NameError {
 pub fn validate_name(name: &str) -> Result<(), NameError> {
     let err = |reason| {
         Err(NameError {
-            name: name.to_owned(),
+            name: shorten(name, MAX_NAME_LEN + 1),
             reason,
         })
     };
@@ -43,6 +43,19 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// At most `max` characters of untrusted text, for error messages: a longer text is cut and
+/// says how long it was, so an error can never carry a megabyte of someone's input.
+pub fn shorten(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +68,10 @@ mod tests {
         for bad in ["", "-a", "a/b", "a+b", "a#", "a b", "é", &"x".repeat(64)] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
+        // A huge name is refused with a short error.
+        let huge = "x".repeat(1 << 20);
+        let err = validate_name(&huge).expect_err("too long").to_string();
+        assert!(err.len() < 200, "{}", err.len());
+        assert!(err.contains("(1048576 bytes)"), "{err}");
     }
 }

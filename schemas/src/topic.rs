@@ -119,6 +119,14 @@ pub enum TopicError {
     /// The levels after the root do not match the scheme.
     #[error("topic {0:?} does not follow <root>/<site>/nodes/<node>/<channel> or <root>/<site>/lo/<channel>")]
     Shape(String),
+    /// A configured topic root is not usable.
+    #[error("invalid topic root {root:?}: {reason}")]
+    Root {
+        /// The refused root (shortened).
+        root: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A site or node level is not a valid name.
     #[error("topic {topic:?}: {source}")]
     Name {
@@ -128,6 +136,45 @@ pub enum TopicError {
         #[source]
         source: NameError,
     },
+}
+
+/// Longest accepted topic root, bytes.
+pub const MAX_ROOT_LEN: usize = 128;
+
+/// Checks a configured topic root: one or more levels separated by `/`, each a valid name
+/// (letters, digits, `-`, `_`, `.`, starting with a letter or digit); no wildcard, no empty
+/// level, no leading or trailing `/`, at most [`MAX_ROOT_LEN`] bytes. `fleet` and
+/// `acme/fleet` are roots; `#`, `+`, ``, `a//b`, `/fleet` and `$SYS` are not.
+pub fn validate_root(root: &str) -> Result<(), TopicError> {
+    let err = |reason| {
+        Err(TopicError::Root {
+            root: crate::names::shorten(root, MAX_ROOT_LEN),
+            reason,
+        })
+    };
+    if root.is_empty() {
+        return err("must not be empty");
+    }
+    if root.len() > MAX_ROOT_LEN {
+        return err("must be at most 128 bytes");
+    }
+    if root.starts_with('/') || root.ends_with('/') {
+        return err("must not start or end with '/'");
+    }
+    for level in root.split('/') {
+        if level.is_empty() {
+            return err("must not have an empty level ('//')");
+        }
+        if level.contains(['+', '#']) {
+            return err("must not hold the wildcards '+' or '#'");
+        }
+        if validate_name(level).is_err() {
+            return err(
+                "each level must be 1-63 of [A-Za-z0-9._-], starting with a letter or digit",
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Builds and parses topics under one root (default `fleet`).
@@ -237,6 +284,28 @@ impl fmt::Display for NodeChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topic_roots_are_checked() {
+        for ok in ["fleet", "acme/fleet", "a.b/c-d_e/0"] {
+            assert!(validate_root(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "#",
+            "+",
+            "a//b",
+            "/fleet",
+            "fleet/",
+            "a/+/b",
+            "a/#",
+            "$SYS",
+            "a b",
+            &"x/".repeat(100),
+        ] {
+            assert!(validate_root(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn node_and_lo_topics_round_trip() {

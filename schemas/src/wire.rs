@@ -123,6 +123,27 @@ pub struct Signature {
     pub value: String,
 }
 
+/// A node's ed25519 signature over one report (status, event, heartbeat, presence), with
+/// the key of its `Node` document (`spec.publicKey`).
+///
+/// It covers `edgefleet.report/v1\n<topic>\n<epoch>\n<seq>\n<canonical JSON of the report
+/// without signature>` (see `sign::report_signing_payload`): the topic binds it to one node
+/// and channel, `epoch` (the agent's session epoch) and `seq` (increasing within the
+/// epoch, across channels) let a receiver refuse replays of older reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ReportSignature {
+    /// Always `ed25519`.
+    pub alg: String,
+    /// The signer's session epoch.
+    pub epoch: u64,
+    /// Increases with every signed report within the epoch.
+    pub seq: u64,
+    /// Base64 (standard, padded) of the 64-byte signature.
+    pub value: String,
+}
+
 /// `<root>/<site>/nodes/<node>/desired`: what a node must run. Retained, QoS 1, from the LO.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
@@ -357,6 +378,9 @@ pub struct NodeStatus {
     /// The last desired document refused, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<ErrorInfo>,
+    /// The node's signature, when it has a key (`en-agent keygen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ReportSignature>,
 }
 
 /// `<root>/<site>/nodes/<node>/events`: one state transition. QoS 1, not retained.
@@ -387,6 +411,9 @@ pub struct Event {
     /// The error behind a transition to `failed` or a retry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
+    /// The node's signature, when it has a key (`en-agent keygen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ReportSignature>,
 }
 
 /// `<root>/<site>/nodes/<node>/heartbeat`: small liveness signal. QoS 1, not retained.
@@ -404,6 +431,9 @@ pub struct Heartbeat {
     pub observed_generation: u64,
     /// Whether the node has converged to it.
     pub converged: bool,
+    /// The node's signature, when it has a key (`en-agent keygen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ReportSignature>,
 }
 
 /// `<root>/<site>/nodes/<node>/online` and `<root>/<site>/lo/online`. Retained, QoS 1; the
@@ -422,6 +452,9 @@ pub struct Presence {
     /// Software version of the client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The node's signature, when it has a key (`en-agent keygen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ReportSignature>,
 }
 
 /// One per-file problem of a rejected commit.

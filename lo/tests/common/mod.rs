@@ -247,6 +247,7 @@ impl Drop for Client {
 
 pub fn presence(online: bool, epoch: u64) -> Vec<u8> {
     serde_json::to_vec(&Presence {
+        signature: None,
         schema: PresenceSchema::V1,
         online,
         epoch,
@@ -293,6 +294,7 @@ pub fn status_for(doc: &DesiredState, failed: Option<&str>) -> NodeStatus {
         .collect();
     let converged = failed.is_none();
     NodeStatus {
+        signature: None,
         schema: StatusSchema::V1,
         site: doc.site.clone(),
         node: doc.node.clone(),
