@@ -378,6 +378,9 @@ pub struct SiteSpec {
 
 /// Site security policy (`Site.spec.security`). A commit breaking it is rejected with
 /// file, line and field.
+// Bind mounts and host ports are guarded today (`mount_allowed`, `port_allowed`); privileged
+// mode, devices and host networking are not part of the component model yet and will be
+// guarded here when they are added. (A plain comment: doc text would change the JSON Schema.)
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -490,20 +493,238 @@ impl SiteDocs {
     }
 }
 
-/// Validates every document of a site. `files` are `(path, content)` pairs of the YAML
-/// files under the site folder; `site` is the folder's name. Any problem rejects the
-/// whole set: the caller keeps what it served before.
+/// Bounds on a site's Git input. Every one that is exceeded is a [`DocProblem`] (the
+/// commit is rejected and the last good revision stays). The readers of Git trees and
+/// working trees apply the size and count limits before reading a file into memory;
+/// [`load_site_with`] checks them again on what it is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SiteLimits {
+    /// Largest YAML file, bytes (default 1 MiB).
+    pub max_file_bytes: u64,
+    /// Largest site (all YAML files together), bytes (default 8 MiB).
+    pub max_site_bytes: u64,
+    /// Most YAML files in a site (default 1,000).
+    pub max_site_files: usize,
+    /// Most entries (files and folders of any kind) walked in the site folder
+    /// (default 10,000).
+    pub max_site_entries: usize,
+    /// Deepest folder nesting under the site folder (default 16).
+    pub max_folder_depth: usize,
+    /// Most YAML documents in one file (default 100).
+    pub max_docs_per_file: usize,
+    /// Most YAML documents in a site (default 5,000).
+    pub max_docs_per_site: usize,
+    /// Deepest nesting of YAML sequences and mappings (default 64).
+    pub max_yaml_depth: usize,
+    /// Most YAML nodes one file may produce, each alias counting what it copies
+    /// (default 100,000).
+    pub max_yaml_nodes: usize,
+    /// Most bytes of scalar text one file may produce, aliases included (default 4 MiB).
+    pub max_yaml_text_bytes: usize,
+    /// Largest desired document the LO may publish to one node, bytes (default 256 KiB);
+    /// must stay below the MQTT packet limit.
+    pub max_desired_bytes: usize,
+    /// Most problems reported for one commit; the rest are counted in a last entry
+    /// (default 50).
+    pub max_problems: usize,
+}
+
+impl Default for SiteLimits {
+    fn default() -> Self {
+        SiteLimits {
+            max_file_bytes: 1024 * 1024,
+            max_site_bytes: 8 * 1024 * 1024,
+            max_site_files: 1000,
+            max_site_entries: 10_000,
+            max_folder_depth: 16,
+            max_docs_per_file: 100,
+            max_docs_per_site: 5000,
+            max_yaml_depth: 64,
+            max_yaml_nodes: 100_000,
+            max_yaml_text_bytes: 4 * 1024 * 1024,
+            max_desired_bytes: 256 * 1024,
+            max_problems: 50,
+        }
+    }
+}
+
+impl SiteLimits {
+    fn yaml(&self) -> yaml::Limits {
+        yaml::Limits {
+            max_depth: self.max_yaml_depth,
+            max_nodes: self.max_yaml_nodes,
+            max_text_bytes: self.max_yaml_text_bytes,
+            max_docs: self.max_docs_per_file,
+        }
+    }
+
+    /// Checks the limits themselves (all positive, depth within what the loader's fixed
+    /// stacks allow).
+    pub fn validate(&self) -> Result<(), String> {
+        let counts = [
+            ("max_file_bytes", self.max_file_bytes as usize),
+            ("max_site_bytes", self.max_site_bytes as usize),
+            ("max_site_files", self.max_site_files),
+            ("max_site_entries", self.max_site_entries),
+            ("max_folder_depth", self.max_folder_depth),
+            ("max_docs_per_file", self.max_docs_per_file),
+            ("max_docs_per_site", self.max_docs_per_site),
+            ("max_yaml_depth", self.max_yaml_depth),
+            ("max_yaml_nodes", self.max_yaml_nodes),
+            ("max_yaml_text_bytes", self.max_yaml_text_bytes),
+            ("max_desired_bytes", self.max_desired_bytes),
+            ("max_problems", self.max_problems),
+        ];
+        if let Some((name, _)) = counts.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("limits.{name} must be positive"));
+        }
+        // serde deserialisation and `Value` drop recurse once per level: keep them shallow.
+        if self.max_yaml_depth > 256 {
+            return Err("limits.max_yaml_depth must be at most 256".into());
+        }
+        if self.max_folder_depth > 64 {
+            return Err("limits.max_folder_depth must be at most 64".into());
+        }
+        Ok(())
+    }
+
+    /// The problem of a file above `max_file_bytes`.
+    pub fn file_too_large(&self, file: &str, size: u64) -> DocProblem {
+        DocProblem {
+            file: crate::names::shorten(file, 256),
+            line: None,
+            field: None,
+            message: format!(
+                "file is {size} bytes, above the {} byte limit (max_file_bytes)",
+                self.max_file_bytes
+            ),
+        }
+    }
+
+    /// The problem of a site above `max_site_bytes`, noticed at `file`.
+    pub fn site_too_large(&self, file: &str) -> DocProblem {
+        DocProblem {
+            file: crate::names::shorten(file, 256),
+            line: None,
+            field: None,
+            message: format!(
+                "the site's YAML files exceed {} bytes together (max_site_bytes)",
+                self.max_site_bytes
+            ),
+        }
+    }
+
+    /// The problem of a site with more than `max_site_files` YAML files.
+    pub fn too_many_files(&self, file: &str) -> DocProblem {
+        DocProblem {
+            file: crate::names::shorten(file, 256),
+            line: None,
+            field: None,
+            message: format!(
+                "more than {} YAML files in the site (max_site_files)",
+                self.max_site_files
+            ),
+        }
+    }
+}
+
+/// Caps what a rejection carries: at most `max` problems, each with a bounded file, field
+/// and message, and a last entry counting the ones left out. Problems end up in the LO's
+/// retained status, which must stay far below the MQTT packet limit.
+pub fn bound_problems(mut problems: Vec<DocProblem>, max: usize) -> Vec<DocProblem> {
+    let max = max.max(1);
+    let extra = problems.len().saturating_sub(max);
+    problems.truncate(max);
+    for p in &mut problems {
+        p.file = crate::names::shorten(&p.file, 256);
+        p.field = p.field.as_deref().map(|f| crate::names::shorten(f, 256));
+        p.message = crate::names::shorten(&p.message, 512);
+    }
+    if extra > 0 {
+        let file = problems.last().map(|p| p.file.clone()).unwrap_or_default();
+        problems.push(DocProblem {
+            file,
+            line: None,
+            field: None,
+            message: format!("… and {extra} more problems"),
+        });
+    }
+    problems
+}
+
+/// Validates every document of a site with the default [`SiteLimits`]; see
+/// [`load_site_with`].
 pub fn load_site<'a, I>(site: &str, files: I) -> Result<SiteDocs, Vec<DocProblem>>
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    load_site_with(site, files, &SiteLimits::default())
+}
+
+/// Validates every document of a site within `limits`. `files` are `(path, content)` pairs
+/// of the YAML files under the site folder; `site` is the folder's name. Any problem rejects
+/// the whole set: the caller keeps what it served before. The problems returned are
+/// bounded ([`bound_problems`]).
+pub fn load_site_with<'a, I>(
+    site: &str,
+    files: I,
+    limits: &SiteLimits,
+) -> Result<SiteDocs, Vec<DocProblem>>
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    load_site_inner(site, files, limits).map_err(|p| bound_problems(p, limits.max_problems))
+}
+
+fn load_site_inner<'a, I>(
+    site: &str,
+    files: I,
+    limits: &SiteLimits,
+) -> Result<SiteDocs, Vec<DocProblem>>
 where
     I: IntoIterator<Item = (&'a str, &'a str)>,
 {
     let mut problems = Vec::new();
     let mut docs = SiteDocs::default();
     let mut deployment_files: Vec<(Deployment, Ctx<'_>)> = Vec::new();
-    let parsed: Vec<(&str, Result<Vec<yaml::YamlDoc>, yaml::YamlError>)> = files
-        .into_iter()
-        .map(|(path, src)| (path, yaml::parse(src)))
-        .collect();
+    let yaml_limits = limits.yaml();
+    let mut parsed: Vec<(&str, Result<Vec<yaml::YamlDoc>, yaml::YamlError>)> = Vec::new();
+    let (mut site_bytes, mut file_count, mut doc_count) = (0u64, 0usize, 0usize);
+    for (path, src) in files {
+        file_count += 1;
+        if file_count > limits.max_site_files {
+            problems.push(limits.too_many_files(path));
+            break;
+        }
+        let size = src.len() as u64;
+        if size > limits.max_file_bytes {
+            problems.push(limits.file_too_large(path, size));
+            continue;
+        }
+        site_bytes += size;
+        if site_bytes > limits.max_site_bytes {
+            problems.push(limits.site_too_large(path));
+            break;
+        }
+        let result = yaml::parse_with(src, &yaml_limits);
+        if let Ok(docs) = &result {
+            doc_count += docs.len();
+            if doc_count > limits.max_docs_per_site {
+                problems.push(DocProblem {
+                    file: crate::names::shorten(path, 256),
+                    line: docs.first().map(|d| d.line),
+                    field: None,
+                    message: format!(
+                        "more than {} YAML documents in the site (max_docs_per_site)",
+                        limits.max_docs_per_site
+                    ),
+                });
+                break;
+            }
+        }
+        parsed.push((path, result));
+    }
     for (file, result) in &parsed {
         let ydocs = match result {
             Ok(d) => d,
@@ -586,6 +807,9 @@ where
                             if let Some(policy) = &s.spec.policy {
                                 resolve_policy(&ctx, "spec.policy", policy, &[], &mut problems);
                             }
+                            if let Some(sec) = &s.spec.security {
+                                check_security_spec(&ctx, sec, &mut problems);
+                            }
                             docs.site = Some(s);
                         }
                     }
@@ -605,8 +829,10 @@ where
     let site_spec = docs.spec();
     let site_policy = site_spec.policy.clone().unwrap_or_default();
     let auto_enroll = site_spec.enrollment.as_ref().is_some_and(|e| e.auto);
+    let security = site_spec.security.clone().unwrap_or_default();
     for (d, ctx) in &deployment_files {
-        let Some(resolved) = resolve_deployment(ctx, d, &site_policy, &mut problems) else {
+        let Some(resolved) = resolve_deployment(ctx, d, &site_policy, &security, &mut problems)
+        else {
             continue;
         };
         if let Targets::Nodes(nodes) = &resolved.targets {
@@ -744,6 +970,7 @@ fn resolve_deployment(
     ctx: &Ctx<'_>,
     d: &Deployment,
     site_policy: &PolicySpec,
+    security: &SecuritySpec,
     problems: &mut Vec<DocProblem>,
 ) -> Option<ResolvedDeployment> {
     let before = problems.len();
@@ -808,7 +1035,7 @@ fn resolve_deployment(
                 ),
             );
         }
-        components.push(resolve_component(ctx, &at, c, problems));
+        components.push(resolve_component(ctx, &at, c, security, problems));
     }
     // dependsOn: known names, no self-reference, no cycle.
     for (i, c) in spec.components.iter().enumerate() {
@@ -893,6 +1120,7 @@ fn resolve_component(
     ctx: &Ctx<'_>,
     at: &str,
     c: &ComponentSpec,
+    security: &SecuritySpec,
     problems: &mut Vec<DocProblem>,
 ) -> Component {
     let mut report = |field: &str, message: String| {
@@ -932,14 +1160,24 @@ fn resolve_component(
     let mut ports = Vec::new();
     for (i, p) in c.ports.iter().enumerate() {
         match parse_port(p) {
-            Ok(pm) => ports.push(pm),
+            Ok(pm) => {
+                if let Err(e) = port_allowed(&pm, security) {
+                    report(&format!("ports[{i}]"), e);
+                }
+                ports.push(pm)
+            }
             Err(e) => report(&format!("ports[{i}]"), e),
         }
     }
     let mut volumes = Vec::new();
     for (i, v) in c.volumes.iter().enumerate() {
         match parse_volume(v) {
-            Ok(vm) => volumes.push(vm),
+            Ok(vm) => {
+                if let Err(e) = mount_allowed(&vm, security) {
+                    report(&format!("volumes[{i}]"), e);
+                }
+                volumes.push(vm)
+            }
             Err(e) => report(&format!("volumes[{i}]"), e),
         }
     }
@@ -1019,6 +1257,105 @@ fn resolve_component(
         labels: c.labels.clone(),
         update_order,
         spec_hash: String::new(),
+    }
+}
+
+/// Host paths a bind mount may not use unless `allowedHostPaths` lists them: the host's
+/// configuration, kernel interfaces, devices, boot files, root's home and the Docker socket
+/// (a container with the socket owns the host).
+const PROTECTED_HOST_PATHS: &[&str] = &[
+    "/etc",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/boot",
+    "/root",
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+];
+
+/// The components of an absolute path after resolving `.`, `..` and repeated or trailing
+/// `/` (lexically: the host's symlinks are not ours to read). `None` for a relative path.
+pub fn host_path_components(path: &str) -> Option<Vec<&str>> {
+    if !path.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    Some(parts)
+}
+
+/// Whether `prefix` covers `path`, whole components only (`/data` covers `/data/x`, not
+/// `/database`).
+fn covers(prefix: &[&str], path: &[&str]) -> bool {
+    path.len() >= prefix.len() && path[..prefix.len()] == *prefix
+}
+
+fn mount_allowed(m: &VolumeMount, security: &SecuritySpec) -> Result<(), String> {
+    if m.kind != VolumeKind::Bind {
+        return Ok(());
+    }
+    let source = crate::names::shorten(&m.source, 256);
+    let Some(path) = host_path_components(&m.source) else {
+        return Err(format!("bind source `{source}` must be an absolute path"));
+    };
+    let normal = format!("/{}", path.join("/"));
+    let listed = security.allowed_host_paths.as_ref().map(|list| {
+        list.iter()
+            .filter_map(|p| host_path_components(p))
+            .any(|prefix| covers(&prefix, &path))
+    });
+    match listed {
+        Some(true) => return Ok(()),
+        Some(false) => {
+            return Err(format!(
+                "bind mount of host path `{normal}` is not under any of the site's allowedHostPaths (Site.spec.security)"
+            ))
+        }
+        None => {}
+    }
+    // Protected: the path itself, anything below it, and anything above it (mounting
+    // `/run` hands out `/run/docker.sock` too).
+    for protected in PROTECTED_HOST_PATHS {
+        let prot = host_path_components(protected).unwrap_or_default();
+        if covers(&prot, &path) || covers(&path, &prot) {
+            return Err(format!(
+                "bind mount of host path `{normal}` is refused: it exposes the protected host path {protected} (list it in Site.spec.security.allowedHostPaths to allow it)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn port_allowed(p: &PortMapping, security: &SecuritySpec) -> Result<(), String> {
+    match p.host {
+        Some(host) if host < 1024 && !security.allow_privileged_ports => Err(format!(
+            "host port {host} is privileged (below 1024): set Site.spec.security.allowPrivilegedPorts to allow it"
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_security_spec(ctx: &Ctx<'_>, sec: &SecuritySpec, problems: &mut Vec<DocProblem>) {
+    for (i, p) in sec.allowed_host_paths.iter().flatten().enumerate() {
+        if !p.starts_with('/') {
+            ctx.problem(
+                problems,
+                &format!("spec.security.allowedHostPaths[{i}]"),
+                format!(
+                    "`{}` is not an absolute path",
+                    crate::names::shorten(p, 256)
+                ),
+            );
+        }
     }
 }
 
