@@ -169,12 +169,15 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     })?;
     let mirror = cfg.state_dir.join("mirror.git");
     let (url, branch, auth) = (cfg.repo.clone(), cfg.branch.clone(), cfg.git.clone());
-    let source = tokio::task::spawn_blocking(move || GitSource::open(&mirror, &url, &branch, auth))
-        .await
-        .map_err(|e| AppError::Io {
-            context: "git mirror".into(),
-            source: std::io::Error::other(e.to_string()),
-        })??;
+    let limits = cfg.limits.clone();
+    let source = tokio::task::spawn_blocking(move || {
+        GitSource::open(&mirror, &url, &branch, auth).map(|s| s.with_limits(limits))
+    })
+    .await
+    .map_err(|e| AppError::Io {
+        context: "git mirror".into(),
+        source: std::io::Error::other(e.to_string()),
+    })??;
     let shared = Arc::new(Shared::default());
     let listener = tokio::net::TcpListener::bind(&cfg.http_listen)
         .await
@@ -289,7 +292,7 @@ enum SourceMsg {
     /// A commit whose site files changed (or the revision restored at start).
     Commit {
         commit: Commit,
-        files: Vec<(String, String)>,
+        files: crate::source::SiteFiles,
         restored: bool,
         /// False for a new head that does not touch the site (not forwarded).
         changed: bool,
@@ -367,7 +370,7 @@ async fn source_task(
                 tracing::debug!(commit = %head.id, "commit does not touch the site");
                 return SourceMsg::Commit {
                     commit: head,
-                    files: Vec::new(),
+                    files: Default::default(),
                     restored: false,
                     changed: false,
                 };
@@ -556,7 +559,7 @@ impl Engine {
         }
     }
 
-    async fn on_commit(&mut self, commit: Commit, files: Vec<(String, String)>, restored: bool) {
+    async fn on_commit(&mut self, commit: Commit, files: crate::source::SiteFiles, restored: bool) {
         if files.is_empty() {
             // A missing (renamed, deleted, mistyped) or empty site folder is a broken commit,
             // not an order to remove everything: rejected, the last good revision stays.
@@ -567,13 +570,34 @@ impl Engine {
             );
             return;
         }
-        let loaded = schemas::git::load_site(
+        let limits = &self.cfg.limits;
+        let loaded = schemas::git::load_site_with(
             &self.site,
-            files.iter().map(|(p, c)| (p.as_str(), c.as_str())),
+            files.files.iter().map(|(p, c)| (p.as_str(), c.as_str())),
+            limits,
         );
+        // Refused entries (links, oversized or non-UTF-8 files) and document problems
+        // reject the commit alike; so does a desired document too large to publish.
+        let mut problems = files.problems;
+        if let Ok(docs) = &loaded {
+            let revision = Revision {
+                commit: commit.id.clone(),
+                path: self.site_path.clone(),
+            };
+            let inventory = render::inventory(docs, self.announced());
+            let rendered = render::render(docs, &revision, &inventory, &BTreeMap::new());
+            problems.extend(render::oversized_documents(
+                docs,
+                &self.site,
+                &rendered,
+                limits.max_desired_bytes,
+            ));
+        }
         let docs = match loaded {
-            Ok(d) => d,
-            Err(problems) => {
+            Ok(d) if problems.is_empty() => d,
+            loaded => {
+                problems.extend(loaded.err().unwrap_or_default());
+                let problems = schemas::git::bound_problems(problems, limits.max_problems);
                 self.reject(
                     &commit.id,
                     "commit rejected: invalid site documents",

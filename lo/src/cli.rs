@@ -5,7 +5,7 @@ use crate::observe::Fleet;
 use crate::plan::{self, NodeInput, Plan};
 use crate::render;
 use crate::source::{missing_site_problem, read_worktree, worktree_head, SourceError};
-use schemas::git::SiteDocs;
+use schemas::git::{SiteDocs, SiteLimits};
 use schemas::{BrokerUrl, DocProblem, NodeChannel, NodeStatus, Presence, Revision, Topic, Topics};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,14 +25,69 @@ pub enum CliError {
     Broker(String),
 }
 
-/// Validates the site in a working tree.
+/// Validates the site in a working tree with the default [`SiteLimits`].
 pub fn validate(repo: &Path, site: &str, site_path: &str) -> Result<SiteDocs, CliError> {
-    let files = read_worktree(repo, site_path)?;
-    if files.is_empty() {
+    validate_with(repo, site, site_path, &SiteLimits::default())
+}
+
+/// Validates the site in a working tree within `limits`, as `lo run` validates a commit:
+/// the same reader rules, the same document checks, and every desired document of the
+/// nodes declared in Git within `max_desired_bytes` (without a broker, announcing nodes
+/// are unknown here).
+pub fn validate_with(
+    repo: &Path,
+    site: &str,
+    site_path: &str,
+    limits: &SiteLimits,
+) -> Result<SiteDocs, CliError> {
+    if let Err(e) = schemas::validate_name(site) {
+        return Err(CliError::Invalid(vec![DocProblem {
+            file: schemas::shorten(site_path, 256),
+            line: None,
+            field: Some("site".into()),
+            message: format!("invalid site name: {e}"),
+        }]));
+    }
+    let read = read_worktree(repo, site_path, limits)?;
+    if read.is_empty() {
         return Err(CliError::Invalid(vec![missing_site_problem(site_path)]));
     }
-    schemas::git::load_site(site, files.iter().map(|(p, c)| (p.as_str(), c.as_str())))
-        .map_err(CliError::Invalid)
+    let loaded = schemas::git::load_site_with(
+        site,
+        read.files.iter().map(|(p, c)| (p.as_str(), c.as_str())),
+        limits,
+    );
+    let mut problems = read.problems;
+    let docs = match loaded {
+        Ok(docs) => docs,
+        Err(more) => {
+            problems.extend(more);
+            return Err(CliError::Invalid(schemas::git::bound_problems(
+                problems,
+                limits.max_problems,
+            )));
+        }
+    };
+    let revision = Revision {
+        commit: worktree_head(repo).unwrap_or_else(|| "0".repeat(40)),
+        path: site_path.to_owned(),
+    };
+    let inv = render::inventory(&docs, std::iter::empty());
+    let rendered = render::render(&docs, &revision, &inv, &BTreeMap::new());
+    problems.extend(render::oversized_documents(
+        &docs,
+        site,
+        &rendered,
+        limits.max_desired_bytes,
+    ));
+    if problems.is_empty() {
+        Ok(docs)
+    } else {
+        Err(CliError::Invalid(schemas::git::bound_problems(
+            problems,
+            limits.max_problems,
+        )))
+    }
 }
 
 /// Formats problems as `file:line: field: message` lines.

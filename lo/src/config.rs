@@ -95,6 +95,8 @@ pub struct Config {
     pub git: GitAuth,
     /// Audit log.
     pub audit: AuditConfig,
+    /// Bounds on Git input (`[limits]`; docs/lo.md, "Limits on Git input").
+    pub limits: schemas::git::SiteLimits,
 }
 
 impl Default for Config {
@@ -120,6 +122,7 @@ impl Default for Config {
             max_packet_size: 1024 * 1024,
             git: GitAuth::default(),
             audit: AuditConfig::default(),
+            limits: schemas::git::SiteLimits::default(),
         }
     }
 }
@@ -155,6 +158,14 @@ impl Config {
             return Err(ConfigError::Value(
                 "max_packet_size must be at least 65536".into(),
             ));
+        }
+        self.limits.validate().map_err(ConfigError::Value)?;
+        // A desired document must fit in a packet with the topic and MQTT header around it.
+        if self.limits.max_desired_bytes + 4096 > self.max_packet_size {
+            return Err(ConfigError::Value(format!(
+                "limits.max_desired_bytes ({}) must stay at least 4096 bytes below max_packet_size ({})",
+                self.limits.max_desired_bytes, self.max_packet_size
+            )));
         }
         if let Some(k) = &self.signing_key {
             schemas::sign::signing_key_from_base64(k)
@@ -269,5 +280,31 @@ mod tests {
     #[test]
     fn unknown_key_is_an_error() {
         assert!(resolve(Some("sitee = \"x\""), &HashMap::new(), &[]).is_err());
+    }
+
+    #[test]
+    fn limits_section_resolves_and_desired_limit_must_fit_a_packet() {
+        let file = "site = \"s\"\nrepo = \"/r\"\n[limits]\nmax_file_bytes = 2048\nmax_desired_bytes = 100000\n";
+        let env = HashMap::from([("LO_LIMITS__MAX_YAML_DEPTH".to_owned(), "32".to_owned())]);
+        let c = resolve(Some(file), &env, &[]).expect("resolves");
+        assert_eq!(c.limits.max_file_bytes, 2048);
+        assert_eq!(c.limits.max_yaml_depth, 32);
+        assert_eq!(
+            c.limits.max_site_files, 1000,
+            "unset keys keep their default"
+        );
+        c.validate().expect("valid");
+        let too_big = "site = \"s\"\nrepo = \"/r\"\nmax_packet_size = 262144\n[limits]\nmax_desired_bytes = 262144\n";
+        let err = resolve(Some(too_big), &HashMap::new(), &[])
+            .expect("resolves")
+            .validate()
+            .expect_err("desired above the packet limit");
+        assert!(err.to_string().contains("max_desired_bytes"), "{err}");
+        let zero = "site = \"s\"\nrepo = \"/r\"\n[limits]\nmax_yaml_nodes = 0\n";
+        assert!(resolve(Some(zero), &HashMap::new(), &[])
+            .expect("resolves")
+            .validate()
+            .is_err());
+        assert!(resolve(Some("[limits]\nmax_bogus = 1\n"), &HashMap::new(), &[]).is_err());
     }
 }

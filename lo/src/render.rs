@@ -261,6 +261,69 @@ pub fn render(
     out.into_iter().collect()
 }
 
+/// Bytes kept free in every desired document for its signature (`alg`, key id, base64 of
+/// 64 bytes and the JSON around them) and the largest generation and `issuedAt`.
+pub const DESIRED_HEADROOM: usize = 256;
+
+/// The desired documents of `rendered` that would be larger than `max_bytes` once signed:
+/// one problem per node, naming the node, the size, the limit and the largest deployment
+/// (with the file it comes from). Nodes that share a deployment list are serialised once.
+pub fn oversized_documents(
+    docs: &SiteDocs,
+    site: &str,
+    rendered: &BTreeMap<String, NodeDesired>,
+    max_bytes: usize,
+) -> Vec<schemas::DocProblem> {
+    let mut problems = Vec::new();
+    // Size of each distinct deployment list (by its shared allocation), without the node
+    // name, which is added per node.
+    let mut sizes: HashMap<*const Dep, usize> = HashMap::new();
+    for (node, nd) in rendered {
+        let key = nd.deployments.as_ptr();
+        let base = match sizes.get(&key) {
+            Some(s) => *s,
+            None => {
+                let doc = nd.to_state(site, "", u64::MAX, "0000-00-00T00:00:00.000000000Z");
+                let s = serde_json::to_vec(&doc).map_or(usize::MAX, |v| v.len());
+                sizes.insert(key, s);
+                s
+            }
+        };
+        let size = base
+            .saturating_add(node.len())
+            .saturating_add(DESIRED_HEADROOM);
+        if size <= max_bytes {
+            continue;
+        }
+        let largest = nd
+            .deployments
+            .iter()
+            .map(|d| (serde_json::to_vec(&*d.spec).map_or(0, |v| v.len()), d))
+            .max_by_key(|(n, _)| *n);
+        let (file, what) = match largest {
+            Some((n, d)) => (
+                docs.deployments
+                    .get(d.name())
+                    .map(|r| r.file.clone())
+                    .unwrap_or_default(),
+                format!("; its largest deployment `{}` is {} KB", d.name(), n / 1000),
+            ),
+            None => (String::new(), String::new()),
+        };
+        problems.push(schemas::DocProblem {
+            file,
+            line: None,
+            field: Some("metadata.name".into()),
+            message: format!(
+                "desired document for node {node} would be {} KB, above the {} KiB limit (max_desired_bytes){what}",
+                size / 1000,
+                max_bytes / 1024
+            ),
+        });
+    }
+    problems
+}
+
 /// What was last published to a node.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PublishedRecord {

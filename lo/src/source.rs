@@ -6,6 +6,9 @@
 //! `file://`, `https://` or `ssh://`), and reads trees at a commit without a work tree.
 //! Every call blocks: run it in `spawn_blocking`.
 
+use schemas::git::SiteLimits;
+use schemas::DocProblem;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Source errors.
@@ -54,17 +57,30 @@ pub struct Commit {
     pub time: i64,
 }
 
+/// The YAML files of a site folder, and what was refused while reading it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiteFiles {
+    /// `(path, content)` of the YAML files (`.yaml`, `.yml`), sorted by path.
+    pub files: Vec<(String, String)>,
+    /// Entries refused (symbolic links, submodules, files above the size limits, text that
+    /// is not UTF-8, …): any problem rejects the commit.
+    pub problems: Vec<DocProblem>,
+}
+
+impl SiteFiles {
+    /// No file and no problem: the folder is missing or holds no YAML.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.problems.is_empty()
+    }
+}
+
 /// A source of site files at commits.
 pub trait DesiredSource: Send {
     /// Fetches and returns the branch head (`None`: the branch does not exist yet).
     fn fetch(&mut self) -> Result<Option<Commit>, SourceError>;
-    /// The YAML files (`.yaml`, `.yml`) under `site_path` at `commit`, as (path, content),
-    /// sorted by path. A missing folder gives no files.
-    fn read_site(
-        &self,
-        commit: &str,
-        site_path: &str,
-    ) -> Result<Vec<(String, String)>, SourceError>;
+    /// The YAML files (`.yaml`, `.yml`) under `site_path` at `commit`, read within the
+    /// source's [`SiteLimits`], and the entries refused. A missing folder gives nothing.
+    fn read_site(&self, commit: &str, site_path: &str) -> Result<SiteFiles, SourceError>;
     /// Whether anything under `path` differs between commits `a` and `b`.
     fn changed(&self, a: &str, b: &str, path: &str) -> Result<bool, SourceError>;
 }
@@ -91,6 +107,7 @@ pub struct GitSource {
     url: String,
     branch: String,
     auth: GitAuth,
+    limits: SiteLimits,
 }
 
 impl std::fmt::Debug for GitSource {
@@ -130,7 +147,14 @@ impl GitSource {
             url,
             branch: branch.to_owned(),
             auth,
+            limits: SiteLimits::default(),
         })
+    }
+
+    /// Reads sites within `limits` (default: [`SiteLimits::default`]).
+    pub fn with_limits(mut self, limits: SiteLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     fn commit(&self, id: &str) -> Result<git2::Commit<'_>, SourceError> {
@@ -207,47 +231,29 @@ impl DesiredSource for GitSource {
         }))
     }
 
-    fn read_site(
-        &self,
-        commit: &str,
-        site_path: &str,
-    ) -> Result<Vec<(String, String)>, SourceError> {
+    fn read_site(&self, commit: &str, site_path: &str) -> Result<SiteFiles, SourceError> {
         let tree = self.commit(commit)?.tree().map_err(git_err("tree"))?;
         let site_path = site_path.trim_matches('/');
-        let sub = match tree.get_path(Path::new(site_path)) {
-            Ok(e) if e.kind() == Some(git2::ObjectType::Tree) => self
-                .repo
-                .find_tree(e.id())
-                .map_err(git_err(format!("tree {site_path}")))?,
-            _ => return Ok(Vec::new()),
+        let entry = match tree.get_path(Path::new(site_path)) {
+            Ok(e) => e,
+            Err(_) => return Ok(SiteFiles::default()),
         };
-        let mut out = Vec::new();
-        let mut err = None;
-        sub.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-            let Ok(name) = entry.name() else {
-                return git2::TreeWalkResult::Ok;
-            };
-            if entry.kind() != Some(git2::ObjectType::Blob) || !is_yaml(name) {
-                return git2::TreeWalkResult::Ok;
+        let root = match git_kind(entry.filemode()) {
+            Kind::Dir => entry.id(),
+            Kind::Symlink | Kind::Submodule => {
+                return Ok(SiteFiles {
+                    files: Vec::new(),
+                    problems: vec![refused(site_path, git_kind(entry.filemode()))],
+                })
             }
-            match self.repo.find_blob(entry.id()) {
-                Ok(blob) => {
-                    let path = format!("{site_path}/{dir}{name}");
-                    out.push((path, String::from_utf8_lossy(blob.content()).into_owned()));
-                    git2::TreeWalkResult::Ok
-                }
-                Err(e) => {
-                    err = Some(e);
-                    git2::TreeWalkResult::Abort
-                }
-            }
-        })
-        .map_err(git_err("walk tree"))?;
-        if let Some(e) = err {
-            return Err(git_err("read blob")(e));
-        }
-        out.sort();
-        Ok(out)
+            _ => return Ok(SiteFiles::default()),
+        };
+        let odb = self.repo.odb().map_err(git_err("object database"))?;
+        let folder = GitFolder {
+            repo: &self.repo,
+            odb,
+        };
+        walk_site(&folder, root, site_path, &self.limits)
     }
 
     fn changed(&self, a: &str, b: &str, path: &str) -> Result<bool, SourceError> {
@@ -271,40 +277,270 @@ fn is_yaml(name: &str) -> bool {
     name.ends_with(".yaml") || name.ends_with(".yml")
 }
 
-/// The YAML files under `root/site_path` in a working tree, as (path relative to `root`,
-/// content), sorted. Hidden entries are skipped.
-pub fn read_worktree(root: &Path, site_path: &str) -> Result<Vec<(String, String)>, SourceError> {
-    let mut out = Vec::new();
-    let base = root.join(site_path.trim_matches('/'));
-    if !base.exists() {
-        return Ok(out);
+/// What a site folder entry is. Git trees and working trees are read through the same
+/// [`walk_site`], so `lo validate` and `lo run` accept and refuse the same things.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    /// A regular file of this many bytes (known before reading it).
+    File(u64),
+    Symlink,
+    Submodule,
+    /// FIFOs, sockets, devices: reading one could block or never end.
+    Special,
+}
+
+fn git_kind(mode: i32) -> Kind {
+    match mode & 0o170000 {
+        0o040000 => Kind::Dir,
+        0o120000 => Kind::Symlink,
+        0o160000 => Kind::Submodule,
+        0o100000 => Kind::File(0),
+        _ => Kind::Special,
     }
-    let mut stack = vec![base];
-    while let Some(dir) = stack.pop() {
+}
+
+/// An entry of a folder: name (`None`: not UTF-8), kind, handle.
+type Listed<N> = (Option<String>, Kind, N);
+
+/// A folder tree to walk: a Git tree at a commit, or a working tree.
+trait Folder {
+    type Node;
+    /// The entries of a folder.
+    fn list(&self, dir: &Self::Node) -> Result<Vec<Listed<Self::Node>>, SourceError>;
+    /// The content of a file, at most `max + 1` bytes (one more notices a file that grew
+    /// after its size was read).
+    fn read(&self, file: &Self::Node, max: u64) -> Result<Vec<u8>, SourceError>;
+}
+
+struct GitFolder<'r> {
+    repo: &'r git2::Repository,
+    odb: git2::Odb<'r>,
+}
+
+impl Folder for GitFolder<'_> {
+    type Node = git2::Oid;
+
+    fn list(&self, dir: &git2::Oid) -> Result<Vec<Listed<git2::Oid>>, SourceError> {
+        let tree = self
+            .repo
+            .find_tree(*dir)
+            .map_err(git_err(format!("tree {dir}")))?;
+        let mut out = Vec::with_capacity(tree.len());
+        for entry in tree.iter() {
+            let name = entry.name().ok().map(str::to_owned);
+            let kind = match git_kind(entry.filemode()) {
+                // The size from the object header: a blob is not loaded to learn it.
+                Kind::File(_) if name.as_deref().is_some_and(is_yaml) => {
+                    let (size, _) = self
+                        .odb
+                        .read_header(entry.id())
+                        .map_err(git_err(format!("blob {}", entry.id())))?;
+                    Kind::File(size as u64)
+                }
+                k => k,
+            };
+            out.push((name, kind, entry.id()));
+        }
+        Ok(out)
+    }
+
+    fn read(&self, file: &git2::Oid, _max: u64) -> Result<Vec<u8>, SourceError> {
+        // Blob objects are immutable: the header size checked before is the size read.
+        let blob = self
+            .repo
+            .find_blob(*file)
+            .map_err(git_err(format!("read blob {file}")))?;
+        Ok(blob.content().to_vec())
+    }
+}
+
+struct WorkFolder;
+
+impl Folder for WorkFolder {
+    type Node = PathBuf;
+
+    fn list(&self, dir: &PathBuf) -> Result<Vec<Listed<PathBuf>>, SourceError> {
         let io = |source| SourceError::Io {
             path: dir.clone(),
             source,
         };
-        for entry in std::fs::read_dir(&dir).map_err(io)? {
-            let path = entry.map_err(io)?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let path = entry.path();
+            // symlink_metadata: a link is reported as a link, never followed.
+            let meta = std::fs::symlink_metadata(&path).map_err(|source| SourceError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let ft = meta.file_type();
+            let kind = if ft.is_symlink() {
+                Kind::Symlink
+            } else if ft.is_dir() {
+                Kind::Dir
+            } else if ft.is_file() {
+                Kind::File(meta.len())
+            } else {
+                Kind::Special
+            };
+            out.push((entry.file_name().to_str().map(str::to_owned), kind, path));
+        }
+        Ok(out)
+    }
+
+    fn read(&self, file: &PathBuf, max: u64) -> Result<Vec<u8>, SourceError> {
+        let io = |source| SourceError::Io {
+            path: file.clone(),
+            source,
+        };
+        let mut content = Vec::new();
+        std::fs::File::open(file)
+            .map_err(io)?
+            .take(max.saturating_add(1))
+            .read_to_end(&mut content)
+            .map_err(io)?;
+        Ok(content)
+    }
+}
+
+fn problem(file: &str, message: String) -> DocProblem {
+    DocProblem {
+        file: schemas::shorten(file, 256),
+        line: None,
+        field: None,
+        message,
+    }
+}
+
+fn refused(path: &str, kind: Kind) -> DocProblem {
+    let message = match kind {
+        Kind::Symlink => {
+            "symbolic link in the site folder: refused (a link can point outside the repository or loop); commit the file itself"
+        }
+        Kind::Submodule => {
+            "submodule in the site folder: refused (its files are not in this repository)"
+        }
+        _ => "not a regular file: refused",
+    };
+    problem(path, message.into())
+}
+
+/// Walks a site folder with an explicit stack, bounded in depth and entries, without
+/// following links, reading YAML files within the size limits (checked before reading).
+fn walk_site<F: Folder>(
+    folder: &F,
+    root: F::Node,
+    site_path: &str,
+    limits: &SiteLimits,
+) -> Result<SiteFiles, SourceError> {
+    let mut out = SiteFiles::default();
+    let mut stack = vec![(root, String::new(), 0usize)];
+    let (mut entries, mut files, mut bytes) = (0usize, 0usize, 0u64);
+    'walk: while let Some((dir, rel, depth)) = stack.pop() {
+        for (name, kind, node) in folder.list(&dir)? {
+            let Some(name) = name else {
+                out.problems.push(problem(
+                    &format!("{site_path}/{rel}"),
+                    "a file name in this folder is not UTF-8".into(),
+                ));
+                continue;
+            };
+            // Hidden entries are skipped in both trees alike.
             if name.starts_with('.') {
                 continue;
             }
-            if path.is_dir() {
-                stack.push(path);
-            } else if is_yaml(name) {
-                let content = std::fs::read_to_string(&path).map_err(|source| SourceError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-                let rel = path.strip_prefix(root).unwrap_or(&path);
-                out.push((rel.to_string_lossy().into_owned(), content));
+            let path = format!("{site_path}/{rel}{name}");
+            entries += 1;
+            if entries > limits.max_site_entries {
+                out.problems.push(problem(
+                    &path,
+                    format!(
+                        "more than {} entries in the site folder (max_site_entries)",
+                        limits.max_site_entries
+                    ),
+                ));
+                break 'walk;
+            }
+            match kind {
+                Kind::Symlink | Kind::Submodule => out.problems.push(refused(&path, kind)),
+                Kind::Dir if depth + 1 > limits.max_folder_depth => out.problems.push(problem(
+                    &path,
+                    format!(
+                        "folders nested deeper than {} levels (max_folder_depth)",
+                        limits.max_folder_depth
+                    ),
+                )),
+                Kind::Dir => stack.push((node, format!("{rel}{name}/"), depth + 1)),
+                Kind::Special if is_yaml(&name) => out.problems.push(refused(&path, kind)),
+                Kind::File(size) if is_yaml(&name) => {
+                    files += 1;
+                    if files > limits.max_site_files {
+                        out.problems.push(limits.too_many_files(&path));
+                        break 'walk;
+                    }
+                    if size > limits.max_file_bytes {
+                        out.problems.push(limits.file_too_large(&path, size));
+                        continue;
+                    }
+                    bytes += size;
+                    if bytes > limits.max_site_bytes {
+                        out.problems.push(limits.site_too_large(&path));
+                        break 'walk;
+                    }
+                    let content = folder.read(&node, limits.max_file_bytes)?;
+                    if content.len() as u64 > limits.max_file_bytes {
+                        out.problems
+                            .push(limits.file_too_large(&path, content.len() as u64));
+                        continue;
+                    }
+                    match String::from_utf8(content) {
+                        Ok(text) => out.files.push((path, text)),
+                        Err(e) => out.problems.push(problem(
+                            &path,
+                            format!(
+                                "not UTF-8 text (invalid byte at offset {})",
+                                e.utf8_error().valid_up_to()
+                            ),
+                        )),
+                    }
+                }
+                Kind::File(_) | Kind::Special => {}
             }
         }
     }
-    out.sort();
+    out.files.sort();
+    out.problems.sort_by(|a, b| a.file.cmp(&b.file));
     Ok(out)
+}
+
+/// The YAML files under `root/site_path` in a working tree (paths relative to `root`),
+/// read within `limits` exactly as [`GitSource::read_site`] reads a commit: hidden entries
+/// skipped, links and special files refused, never followed.
+pub fn read_worktree(
+    root: &Path,
+    site_path: &str,
+    limits: &SiteLimits,
+) -> Result<SiteFiles, SourceError> {
+    let site_path = site_path.trim_matches('/');
+    let mut base = root.to_owned();
+    // The site folder and the folders leading to it must be folders, not links.
+    for part in Path::new(site_path).components() {
+        base.push(part);
+        match std::fs::symlink_metadata(&base) {
+            Err(_) => return Ok(SiteFiles::default()),
+            Ok(m) if m.file_type().is_symlink() => {
+                let rel = base.strip_prefix(root).unwrap_or(&base);
+                return Ok(SiteFiles {
+                    files: Vec::new(),
+                    problems: vec![refused(&rel.to_string_lossy(), Kind::Symlink)],
+                });
+            }
+            Ok(m) if !m.is_dir() => return Ok(SiteFiles::default()),
+            Ok(_) => {}
+        }
+    }
+    walk_site(&WorkFolder, base, site_path, limits)
 }
 
 /// The HEAD commit of the repository containing `root`, if it is one.

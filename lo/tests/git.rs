@@ -33,7 +33,7 @@ fn fetch_over_file_url_reads_site_and_detects_changes() {
     .unwrap();
     let head = src.fetch().unwrap().expect("branch exists");
     assert_eq!(head.id, c1);
-    let files = src.read_site(&c1, "sites/s1").unwrap();
+    let files = src.read_site(&c1, "sites/s1").unwrap().files;
     let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(paths, vec!["sites/s1/a.yaml", "sites/s1/sub/b.yml"]);
 
@@ -47,7 +47,7 @@ fn fetch_over_file_url_reads_site_and_detects_changes() {
     let c3 = repo.commit(&[("sites/s1/sub/b.yml", None)], "remove b");
     src.fetch().unwrap();
     assert!(src.changed(&c2, &c3, "sites/s1").unwrap());
-    assert_eq!(src.read_site(&c3, "sites/s1").unwrap().len(), 1);
+    assert_eq!(src.read_site(&c3, "sites/s1").unwrap().files.len(), 1);
     assert!(src.read_site(&c3, "sites/missing").unwrap().is_empty());
 }
 
