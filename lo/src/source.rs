@@ -549,3 +549,204 @@ pub fn worktree_head(root: &Path) -> Option<String> {
     let head = repo.head().ok()?.peel_to_commit().ok()?;
     Some(head.id().to_string())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    }
+
+    /// A repository with `files` committed, plus a gitlink (submodule entry) at
+    /// `sites/s1/vendored`; returns the source and the commit.
+    fn repo_with(
+        files: &[(&str, &[u8])],
+        limits: SiteLimits,
+    ) -> (tempfile::TempDir, GitSource, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        std::fs::create_dir_all(&root).unwrap();
+        git(&root, &["init", "-q", "-b", "main"]);
+        git(&root, &["config", "user.email", "t@example.invalid"]);
+        git(&root, &["config", "user.name", "t"]);
+        for (path, content) in files {
+            let p = root.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+        git(&root, &["add", "-A"]);
+        let gitlink = format!("160000,{},sites/s1/vendored", "a".repeat(40));
+        git(&root, &["update-index", "--add", "--cacheinfo", &gitlink]);
+        git(&root, &["commit", "-q", "-m", "c"]);
+        let mut src = GitSource::open(
+            &dir.path().join("mirror.git"),
+            &root.to_string_lossy(),
+            "main",
+            GitAuth::default(),
+        )
+        .unwrap()
+        .with_limits(limits);
+        let head = src.fetch().unwrap().unwrap().id;
+        (dir, src, head)
+    }
+
+    fn messages(files: &SiteFiles) -> Vec<String> {
+        files
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.file, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn git_tree_refuses_submodules_oversized_and_non_utf8_files() {
+        let limits = SiteLimits {
+            max_file_bytes: 100,
+            ..SiteLimits::default()
+        };
+        let big = vec![b'x'; 101];
+        let (_dir, src, head) = repo_with(
+            &[
+                ("sites/s1/ok.yaml", b"a: 1\n"),
+                ("sites/s1/big.yaml", &big),
+                ("sites/s1/latin1.yml", b"a: caf\xe9\n"),
+                ("sites/s1/.hidden.yaml", b"ignored: true\n"),
+                ("sites/s1/notes.txt", &big),
+            ],
+            limits,
+        );
+        let read = src.read_site(&head, "sites/s1").unwrap();
+        assert_eq!(
+            read.files,
+            vec![("sites/s1/ok.yaml".to_owned(), "a: 1\n".to_owned())]
+        );
+        let m = messages(&read);
+        assert_eq!(m.len(), 3, "{m:?}");
+        assert!(
+            m[0].starts_with("sites/s1/big.yaml: file is 101 bytes")
+                && m[0].contains("max_file_bytes"),
+            "{m:?}"
+        );
+        assert!(
+            m[1].starts_with("sites/s1/latin1.yml: not UTF-8 text (invalid byte at offset 6)"),
+            "{m:?}"
+        );
+        assert!(m[2].starts_with("sites/s1/vendored: submodule"), "{m:?}");
+    }
+
+    #[test]
+    fn git_tree_bounds_site_bytes_and_file_count() {
+        let files: Vec<(String, Vec<u8>)> = (0..5)
+            .map(|i| (format!("sites/s1/f{i}.yaml"), vec![b'#'; 40]))
+            .collect();
+        let refs: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_slice()))
+            .collect();
+        let (_dir, src, head) = repo_with(
+            &refs,
+            SiteLimits {
+                max_site_bytes: 100,
+                ..SiteLimits::default()
+            },
+        );
+        let read = src.read_site(&head, "sites/s1").unwrap();
+        assert!(
+            messages(&read).iter().any(|m| m.contains("max_site_bytes")),
+            "{read:?}"
+        );
+        let (_dir, src, head) = repo_with(
+            &refs,
+            SiteLimits {
+                max_site_files: 3,
+                ..SiteLimits::default()
+            },
+        );
+        let read = src.read_site(&head, "sites/s1").unwrap();
+        assert!(
+            messages(&read).iter().any(|m| m.contains("max_site_files")),
+            "{read:?}"
+        );
+        assert!(read.files.len() <= 3);
+    }
+
+    #[test]
+    fn worktree_refuses_links_and_fifos_without_following_or_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("sites/s1");
+        std::fs::create_dir_all(site.join("sub")).unwrap();
+        std::fs::write(site.join("sub/ok.yaml"), "a: 1\n").unwrap();
+        std::os::unix::fs::symlink("../..", site.join("sub/up")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", site.join("outside.yaml")).unwrap();
+        let fifo = site.join("pipe.yaml");
+        let made = Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success());
+        let read = read_worktree(dir.path(), "sites/s1", &SiteLimits::default()).unwrap();
+        assert_eq!(read.files.len(), 1, "{read:?}");
+        let m = messages(&read);
+        assert!(
+            m.iter()
+                .any(|m| m.starts_with("sites/s1/outside.yaml: symbolic link")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|m| m.starts_with("sites/s1/sub/up: symbolic link")),
+            "{m:?}"
+        );
+        if made {
+            assert!(
+                m.iter()
+                    .any(|m| m.starts_with("sites/s1/pipe.yaml: not a regular file")),
+                "{m:?}"
+            );
+        }
+        // The site folder itself as a link.
+        std::os::unix::fs::symlink("s1", dir.path().join("sites/s2")).unwrap();
+        let read = read_worktree(dir.path(), "sites/s2", &SiteLimits::default()).unwrap();
+        assert!(read.files.is_empty());
+        assert!(
+            messages(&read)[0].starts_with("sites/s2: symbolic link"),
+            "{read:?}"
+        );
+    }
+
+    #[test]
+    fn worktree_walk_is_bounded_in_depth_and_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("sites/s1").join(["d"; 20].join("/"));
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("x.yaml"), "a: 1\n").unwrap();
+        let read = read_worktree(dir.path(), "sites/s1", &SiteLimits::default()).unwrap();
+        assert!(
+            messages(&read)
+                .iter()
+                .any(|m| m.contains("max_folder_depth")),
+            "{read:?}"
+        );
+        for i in 0..30 {
+            std::fs::write(dir.path().join(format!("sites/s1/n{i}.txt")), "").unwrap();
+        }
+        let limits = SiteLimits {
+            max_site_entries: 10,
+            ..SiteLimits::default()
+        };
+        let read = read_worktree(dir.path(), "sites/s1", &limits).unwrap();
+        assert!(
+            messages(&read)
+                .iter()
+                .any(|m| m.contains("max_site_entries")),
+            "{read:?}"
+        );
+    }
+}
