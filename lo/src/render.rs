@@ -590,4 +590,50 @@ mod tests {
             &cur["n09"].deployments
         ));
     }
+
+    #[test]
+    fn oversized_documents_name_node_size_limit_and_largest_deployment() {
+        let env: String = (0..40)
+            .map(|i| format!("        V{i}: {}\n", "v".repeat(100)))
+            .collect();
+        let docs = site(&[
+            (
+                "n.yaml",
+                "apiVersion: edgefleet.io/v1\nkind: Node\nmetadata:\n  name: n1\n---\napiVersion: edgefleet.io/v1\nkind: Node\nmetadata:\n  name: n2\n",
+            ),
+            (
+                "big.yaml",
+                &format!("apiVersion: edgefleet.io/v1\nkind: Deployment\nmetadata:\n  name: big\nspec:\n  nodes: [n1]\n  components:\n    - name: c\n      image: busybox:1\n      env:\n{env}"),
+            ),
+        ]);
+        let revision = Revision {
+            commit: "c".repeat(40),
+            path: "sites/s1".into(),
+        };
+        let rendered = render(&docs, &revision, &inventory(&docs, []), &BTreeMap::new());
+        // The exact size of n1's signed document decides; n2 runs nothing.
+        let signed = {
+            let mut doc = rendered["n1"].to_state("s1", "n1", u64::MAX, &schemas::now_rfc3339());
+            let key = schemas::sign::signing_key_from_base64(
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            )
+            .expect("key");
+            schemas::sign::sign(&mut doc, &key, "lo-key-id-of-some-length");
+            serde_json::to_vec(&doc).expect("json").len()
+        };
+        // Never below the real size: a limit one byte under it is reported ...
+        let p = oversized_documents(&docs, "s1", &rendered, signed - 1);
+        assert_eq!(p.len(), 1, "{p:?}");
+        // ... and not far above it: the headroom is all the slack there is.
+        assert!(oversized_documents(&docs, "s1", &rendered, signed + DESIRED_HEADROOM).is_empty());
+        assert_eq!(p[0].file, "big.yaml");
+        assert!(
+            p[0].message
+                .starts_with("desired document for node n1 would be")
+                && p[0].message.contains("max_desired_bytes")
+                && p[0].message.contains("`big`"),
+            "{}",
+            p[0].message
+        );
+    }
 }
