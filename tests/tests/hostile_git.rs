@@ -33,15 +33,42 @@ fn good_repo(site: &str) -> (GitRepo, String) {
     (repo, good)
 }
 
-/// `lo validate` on the working tree, bounded in time and address space.
+/// GNU time, to read the peak memory of a process that has exited.
+const GNU_TIME: &str = "/usr/bin/time";
+
+/// `lo validate` on the working tree, bounded in time and address space. Where GNU time is
+/// installed, its peak resident memory is checked too (the last stderr line is then
+/// `maxrss_kb=N`, removed from the output returned).
 fn validate(repo: &Path, site: &str) -> std::process::Output {
-    let mut cmd = Command::new("sh");
+    let timed = Path::new(GNU_TIME).is_file();
+    let mut cmd = if timed {
+        let mut c = Command::new(GNU_TIME);
+        c.args(["-f", "maxrss_kb=%M", "sh"]);
+        c
+    } else {
+        Command::new("sh")
+    };
     cmd.arg("-c")
         .arg(format!("ulimit -v {VALIDATE_VMEM_KB}; exec \"$0\" \"$@\""))
         .arg(bin("lo"))
         .args(["validate", "--site", site, "--repo"])
         .arg(repo);
-    output_within(&mut cmd, VALIDATE_WITHIN)
+    let mut out = output_within(&mut cmd, VALIDATE_WITHIN);
+    if timed {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let (rest, last) = stderr
+            .trim_end()
+            .rsplit_once('\n')
+            .unwrap_or(("", stderr.trim_end()));
+        let rss: u64 = last
+            .strip_prefix("maxrss_kb=")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("GNU time output in {stderr:?}"));
+        eprintln!("lo validate peak RSS: {rss} kB");
+        assert!(rss < MAX_RSS_KB, "lo validate peaked at {rss} kB");
+        out.stderr = format!("{rest}\n").into_bytes();
+    }
+    out
 }
 
 /// Asserts that `lo validate` fails cleanly (exit 1, not a signal) naming every `expected`.
