@@ -1075,42 +1075,43 @@ fn find_cycle(components: &[ComponentSpec]) -> Option<Vec<String>> {
         .iter()
         .map(|c| (c.name.as_str(), c.depends_on.as_slice()))
         .collect();
-    // 0 = unvisited, 1 = on the stack, 2 = done.
+    // 1 = on the path, 2 = done. Depth-first with an explicit path: a commit can chain
+    // thousands of components, which must not become thousands of stack frames.
     let mut mark: BTreeMap<&str, u8> = BTreeMap::new();
-    fn visit<'a>(
-        n: &'a str,
-        deps: &BTreeMap<&'a str, &'a [String]>,
-        mark: &mut BTreeMap<&'a str, u8>,
-        stack: &mut Vec<&'a str>,
-    ) -> Option<Vec<String>> {
-        match mark.get(n) {
-            Some(2) => return None,
-            Some(1) => {
-                let start = stack.iter().position(|s| *s == n).unwrap_or(0);
-                let mut cycle: Vec<String> =
-                    stack[start..].iter().map(|s| (*s).to_owned()).collect();
-                cycle.push(n.to_owned());
-                return Some(cycle);
-            }
-            _ => {}
+    for c in components {
+        if mark.contains_key(c.name.as_str()) {
+            continue;
         }
-        mark.insert(n, 1);
-        stack.push(n);
-        for d in deps.get(n).copied().unwrap_or(&[]) {
-            if d != n && deps.contains_key(d.as_str()) {
-                if let Some(c) = visit(d, deps, mark, stack) {
-                    return Some(c);
+        mark.insert(&c.name, 1);
+        // (component, index of the next dependency to look at)
+        let mut path: Vec<(&str, usize)> = vec![(&c.name, 0)];
+        while let Some(&(n, i)) = path.last() {
+            let ds = deps.get(n).copied().unwrap_or(&[]);
+            let Some(d) = ds.get(i).map(String::as_str) else {
+                mark.insert(n, 2);
+                path.pop();
+                continue;
+            };
+            if let Some(top) = path.last_mut() {
+                top.1 += 1;
+            }
+            if d == n || !deps.contains_key(d) {
+                continue;
+            }
+            match mark.get(d) {
+                Some(2) => {}
+                Some(_) => {
+                    let start = path.iter().position(|(s, _)| *s == d).unwrap_or(0);
+                    let mut cycle: Vec<String> =
+                        path[start..].iter().map(|(s, _)| (*s).to_owned()).collect();
+                    cycle.push(d.to_owned());
+                    return Some(cycle);
+                }
+                None => {
+                    mark.insert(d, 1);
+                    path.push((d, 0));
                 }
             }
-        }
-        stack.pop();
-        mark.insert(n, 2);
-        None
-    }
-    for c in components {
-        let mut stack = Vec::new();
-        if let Some(cycle) = visit(&c.name, &deps, &mut mark, &mut stack) {
-            return Some(cycle);
         }
     }
     None

@@ -163,6 +163,36 @@ fn problem_lists_and_messages_are_bounded() {
 }
 
 #[test]
+fn long_dependency_chains_need_no_deep_stack() {
+    // 20,000 components, each depending on the next, and a cycle closing the chain: checked
+    // on a thread with a small stack, which a recursive walk would overflow.
+    let n = 20_000;
+    let mut yaml = "apiVersion: edgefleet.io/v1\nkind: Deployment\nmetadata:\n  name: chain\nspec:\n  components:\n".to_owned();
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "    - {{name: c{i}, image: busybox:1, dependsOn: [c{}]}}\n",
+            (i + 1) % n
+        ));
+    }
+    let limits = SiteLimits {
+        max_file_bytes: 8 << 20,
+        max_yaml_nodes: 1_000_000,
+        ..SiteLimits::default()
+    };
+    let handle = std::thread::Builder::new()
+        .stack_size(512 * 1024)
+        .spawn(move || problems_with(&yaml, &limits))
+        .expect("thread");
+    let p = handle.join().expect("no stack overflow");
+    assert_eq!(p.len(), 1, "{:?}", p.first());
+    assert!(
+        p[0].message.starts_with("dependency cycle: c0 -> c1 -> c2"),
+        "{}",
+        schemas::shorten(&p[0].message, 200)
+    );
+}
+
+#[test]
 fn merge_keys_work_in_deployments() {
     let yaml = "apiVersion: edgefleet.io/v1\nkind: Deployment\nmetadata:\n  name: app\nspec:\n  components:\n    - &base\n      name: web\n      image: nginx:1.27\n      env: {A: \"1\"}\n      restart: always\n    - <<: *base\n      name: worker\n      restart: on-failure\n";
     let docs = load_site("s1", [(FILE, yaml)]).expect("merge keys load");
