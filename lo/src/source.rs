@@ -377,6 +377,10 @@ impl Folder for WorkFolder {
             let ft = meta.file_type();
             let kind = if ft.is_symlink() {
                 Kind::Symlink
+            } else if ft.is_dir() && std::fs::symlink_metadata(path.join(".git")).is_ok() {
+                // A checked-out submodule (or nested repository): what the Git tree shows as
+                // a commit entry, refused alike.
+                Kind::Submodule
             } else if ft.is_dir() {
                 Kind::Dir
             } else if ft.is_file() {
@@ -711,6 +715,17 @@ mod tests {
                 "{m:?}"
             );
         }
+        // A nested repository (a checked-out submodule) is refused as in a Git tree.
+        std::fs::create_dir_all(site.join("vendored/.git")).unwrap();
+        std::fs::write(site.join("vendored/x.yaml"), "a: 1\n").unwrap();
+        let read = read_worktree(dir.path(), "sites/s1", &SiteLimits::default()).unwrap();
+        assert_eq!(read.files.len(), 1, "{read:?}");
+        assert!(
+            messages(&read)
+                .iter()
+                .any(|m| m.starts_with("sites/s1/vendored: submodule")),
+            "{read:?}"
+        );
         // The site folder itself as a link.
         std::os::unix::fs::symlink("s1", dir.path().join("sites/s2")).unwrap();
         let read = read_worktree(dir.path(), "sites/s2", &SiteLimits::default()).unwrap();
