@@ -169,15 +169,13 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     })?;
     let mirror = cfg.state_dir.join("mirror.git");
     let (url, branch, auth) = (cfg.repo.clone(), cfg.branch.clone(), cfg.git.clone());
-    let limits = cfg.limits.clone();
-    let source = tokio::task::spawn_blocking(move || {
-        GitSource::open(&mirror, &url, &branch, auth).map(|s| s.with_limits(limits))
-    })
-    .await
-    .map_err(|e| AppError::Io {
-        context: "git mirror".into(),
-        source: std::io::Error::other(e.to_string()),
-    })??;
+    let source = tokio::task::spawn_blocking(move || GitSource::open(&mirror, &url, &branch, auth))
+        .await
+        .map_err(|e| AppError::Io {
+            context: "git mirror".into(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+    let source = source.with_limits(cfg.limits.clone());
     let shared = Arc::new(Shared::default());
     let listener = tokio::net::TcpListener::bind(&cfg.http_listen)
         .await
