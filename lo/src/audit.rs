@@ -34,6 +34,9 @@ pub struct AuditEntry {
     pub message: String,
 }
 
+/// Longest audit message kept, bytes.
+const MAX_MESSAGE: usize = 4096;
+
 impl AuditEntry {
     /// An entry stamped now.
     pub fn new(kind: &str, message: impl Into<String>) -> Self {
@@ -44,7 +47,9 @@ impl AuditEntry {
             deployment: None,
             commit: None,
             generation: None,
-            message: message.into(),
+            // The audit log is read by people who must not see credentials (a git2 error
+            // carries the remote URL, token included) nor megabytes of someone's input.
+            message: schemas::redact_urls_in(&schemas::shorten(&message.into(), MAX_MESSAGE)),
         }
     }
 
