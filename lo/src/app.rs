@@ -348,6 +348,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
     Ok(())
 }
 
+fn listener_is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -393,7 +397,13 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         context: "http listen".into(),
         source,
     })?;
-    let router = crate::http::router(shared.clone());
+    let auth = cfg
+        .http_credentials()?
+        .map(|(u, p)| crate::http::Credentials::new(&u, &p));
+    if auth.is_none() && !listener_is_loopback(&http_addr) {
+        tracing::warn!(listen = %http_addr, "http endpoints listen beyond loopback without http_auth: /status and POST /sync are open to the network");
+    }
+    let router = crate::http::router_with_auth(shared.clone(), auth);
     let http_shutdown = shutdown.clone();
     tokio::spawn(async move {
         let served = axum::serve(listener, router)

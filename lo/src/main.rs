@@ -177,7 +177,8 @@ fn main() -> ExitCode {
     match rt.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Errors of git2 and of the config layers may carry a URL with its password.
+            eprintln!("error: {}", schemas::redact_urls_in(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }
@@ -363,9 +364,16 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.allow_mass_delete {
         set("allow_mass_delete", Some("true".into()));
     }
-    let cfg = config::resolve(file.as_deref(), &env, &flags)?;
+    // A configuration that cannot work exits with 2 (1 is a failure at run time), with the
+    // reason and never a password.
+    let cfg = match config::resolve(file.as_deref(), &env, &flags) {
+        Ok(c) => c,
+        Err(e) => return Ok(config_error(&e)),
+    };
     init_tracing(cfg.log_format);
-    cfg.validate()?;
+    if let Err(e) = cfg.validate() {
+        return Ok(config_error(&e));
+    }
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -391,8 +399,16 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("signal received");
         signal.cancel();
     });
-    lo::app::run(cfg, shutdown).await?;
-    Ok(ExitCode::SUCCESS)
+    match lo::app::run(cfg, shutdown).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(lo::app::AppError::Config(e)) => Ok(config_error(&e)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn config_error(e: &config::ConfigError) -> ExitCode {
+    eprintln!("error: {}", schemas::redact_urls_in(&e.to_string()));
+    ExitCode::from(2)
 }
 
 /// Prints a new key pair: 32 bytes from the kernel's CSPRNG as the ed25519 seed.
