@@ -61,6 +61,29 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Print a Mosquitto ACL (`acl_file`) for a site: the LO user writes desired documents
+    /// and `lo/…`, each node user `<node>@<site>` writes only its own reports and reads only
+    /// its own desired document.
+    Acl {
+        /// Site name.
+        #[arg(long)]
+        site: String,
+        /// Topic root.
+        #[arg(long, default_value = "fleet")]
+        root: String,
+        /// Take the nodes from the site's Node documents in this working tree.
+        #[arg(long)]
+        repo: Option<PathBuf>,
+        /// Site folder (default sites/<site>).
+        #[arg(long)]
+        site_path: Option<String>,
+        /// A node (repeatable; added to those from --repo).
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+        /// The LO's broker username (default lo-<site>).
+        #[arg(long)]
+        lo_user: Option<String>,
+    },
     /// Generate an ed25519 key pair for signing desired documents: the seed goes in the LO's
     /// `signing_key`, the public key in every agent's `public_key`.
     Keygen,
@@ -226,6 +249,37 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             timeout,
         } => Ok(healthcheck(url, config.as_deref(), timeout)),
         Command::Keygen => Ok(keygen()),
+        Command::Acl {
+            site,
+            root,
+            repo,
+            site_path,
+            mut nodes,
+            lo_user,
+        } => {
+            if let Some(repo) = repo {
+                let path = site_path.unwrap_or_else(|| format!("sites/{site}"));
+                match lo::cli::validate(&repo, &site, &path) {
+                    Ok(docs) => nodes.extend(docs.nodes.keys().cloned()),
+                    Err(lo::cli::CliError::Invalid(problems)) => {
+                        eprint!("{}", lo::cli::format_problems(&problems));
+                        return Ok(ExitCode::from(1));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let lo_user = lo_user.unwrap_or_else(|| format!("lo-{site}"));
+            match lo::cli::mosquitto_acl(&site, &root, &lo_user, &nodes) {
+                Ok(acl) => {
+                    print!("{acl}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
         Command::Run(args) => run(args).await,
         Command::Validate {
             repo,
