@@ -48,6 +48,10 @@ pub const MAX_GENERATION_STEP: u64 = 1_000_000;
 /// Nodes not declared in Git (unknown, or auto-enrolled) tracked at most; messages of further
 /// ones are counted only. Anyone on the broker can invent node names.
 pub const MAX_UNDECLARED_NODES: usize = 1_000;
+/// The same bound when the Site allows auto-enrolment: there every announcing node is a
+/// node of the site (trust on first use, the Site's choice), so the bound is a fleet size
+/// (twice the 10,000 nodes benchmarked) rather than a guard against invented names.
+pub const MAX_AUTO_ENROLLED_NODES: usize = 20_000;
 /// Names listed in the site status per list (the counts stay exact).
 const MAX_LISTED: usize = 100;
 /// Problems of a refused commit listed in the site status.
@@ -1401,12 +1405,22 @@ impl Engine {
     }
 
     /// Whether what `node` says is kept: declared nodes and nodes already tracked always;
-    /// others while fewer than [`MAX_UNDECLARED_NODES`] undeclared ones are tracked.
+    /// others while fewer than [`MAX_UNDECLARED_NODES`] undeclared ones are tracked
+    /// ([`MAX_AUTO_ENROLLED_NODES`] with auto-enrolment).
     fn admit(&self, node: &str) -> bool {
         if self.declared(node) || self.fleet.get(node).is_some() {
             return true;
         }
-        if self.fleet.len() < MAX_UNDECLARED_NODES {
+        let auto = self
+            .served
+            .as_ref()
+            .is_some_and(|s| s.docs.spec().enrollment.is_some_and(|e| e.auto));
+        let limit = if auto {
+            MAX_AUTO_ENROLLED_NODES
+        } else {
+            MAX_UNDECLARED_NODES
+        };
+        if self.fleet.len() < limit {
             return true;
         }
         let undeclared = self
@@ -1415,7 +1429,7 @@ impl Engine {
             .keys()
             .filter(|n| !self.declared(n))
             .count();
-        undeclared < MAX_UNDECLARED_NODES
+        undeclared < limit
     }
 
     /// A retained topic was deleted (empty payload).
