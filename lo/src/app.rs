@@ -1435,13 +1435,11 @@ impl Engine {
     /// A retained topic was deleted (empty payload).
     fn on_deleted(&mut self, node: &str, channel: NodeChannel) {
         match channel {
-            NodeChannel::Desired => {
-                // Someone deleted a document we hold: a fresh agent would get nothing.
-                if self.desired_doc(node).is_some() {
-                    tracing::warn!(node = %node, "retained desired document deleted on the broker; re-asserting it");
-                    let now = self.mono_ms();
-                    self.suspect.entry(node.to_owned()).or_insert(now);
-                }
+            // Someone deleted a document we hold: a fresh agent would get nothing.
+            NodeChannel::Desired if self.desired_doc(node).is_some() => {
+                tracing::warn!(node = %node, "retained desired document deleted on the broker; re-asserting it");
+                let now = self.mono_ms();
+                self.suspect.entry(node.to_owned()).or_insert(now);
             }
             // Only nodes that are not enrolled are forgotten: an enrolled node keeps its
             // workloads whatever happens to its report topics.
@@ -1971,6 +1969,15 @@ mod tests {
             "observedGeneration": 2, "converged": true})
     }
 
+    /// (report, node key, required, newest accepted, outcome)
+    type Case<'a> = (
+        &'a serde_json::Value,
+        Option<&'a ed25519_dalek::VerifyingKey>,
+        bool,
+        Option<(u64, u64)>,
+        Result<Option<(u64, u64)>, ReportRefusal>,
+    );
+
     #[test]
     fn report_signature_policy_table() {
         let key = SigningKey::from_bytes(&[7; 32]);
@@ -1987,13 +1994,7 @@ mod tests {
         let mut tampered = signed.clone();
         tampered["converged"] = json!(false);
         use ReportRefusal::*;
-        let cases: [(
-            &serde_json::Value,
-            Option<&ed25519_dalek::VerifyingKey>,
-            bool,
-            Option<(u64, u64)>,
-            Result<Option<(u64, u64)>, ReportRefusal>,
-        ); 12] = [
+        let cases: [Case<'_>; 12] = [
             (&unsigned, None, false, None, Ok(None)),
             (&unsigned, Some(&vk), false, None, Ok(None)),
             (&unsigned, Some(&vk), true, None, Err(Unsigned)),

@@ -360,11 +360,13 @@ mod tests {
         resolve(Some("site = \"s1\"\nrepo = \"/r\"\n"), &HashMap::new(), &[]).expect("resolves")
     }
 
+    type Tweak = fn(&mut Config);
+
     #[test]
     fn invalid_values_are_refused_at_start() {
         base().validate().expect("valid");
         assert_eq!(base().http_listen, "127.0.0.1:8080");
-        let bad: Vec<(&str, fn(&mut Config))> = vec![
+        let bad: Vec<(&str, Tweak)> = vec![
             ("root #", |c| c.topic_root = "#".into()),
             ("root +", |c| c.topic_root = "+".into()),
             ("root empty", |c| c.topic_root = String::new()),

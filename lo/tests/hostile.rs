@@ -177,11 +177,10 @@ async fn max_generation_desired_document_is_not_followed_and_the_node_is_not_wed
         (env.metric("lo_generations_ignored_total") >= 1).then_some(())
     })
     .await;
-    let back = wait_until("re-asserted", T, || {
+    wait_until("re-asserted", T, || {
         (env.metric("lo_desired_reasserted_total") >= 1).then_some(())
     })
     .await;
-    let _ = back;
     let d = env.fresh_desired("n1").await;
     assert_eq!(d, ours, "the broker holds the LO's document again");
     // A generation far ahead but below the maximum is not followed either.
