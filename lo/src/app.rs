@@ -304,7 +304,8 @@ impl Shared {
     /// The latest site status as published: [`Shared::site_status`] with the rollout fields
     /// (`rollout`, and `waiting` on nodes held back).
     pub fn site_status_json(&self) -> Option<serde_json::Value> {
-        let st = self.site_status()?;
+        let mut st = self.site_status()?;
+        cap_status(&mut st);
         Some(status_json(&st, self.rollout().as_ref()))
     }
 }
@@ -1870,7 +1871,7 @@ impl Engine {
                 .inventory
                 .unknown
                 .iter()
-                .take(MAX_LISTED + 1)
+                .take(MAX_LISTED)
                 .cloned()
                 .collect(),
             unknown_nodes_count: (self.inventory.unknown.len() > MAX_LISTED)
