@@ -194,7 +194,7 @@ impl Config {
         validate_client_id(&self.client_id())?;
         self.broker
             .parse::<schemas::BrokerUrl>()
-            .map_err(|e| ConfigError::Value(e.to_string()))?;
+            .map_err(|e| ConfigError::Value(broker_error(&self.broker, &e)))?;
         if self.poll_interval.is_zero()
             || self.heartbeat_timeout.is_zero()
             || self.poll_interval > MAX_DURATION
@@ -228,6 +228,19 @@ impl Config {
                 .map_err(|e| ConfigError::Value(format!("signing_key: {e}")))?;
         }
         Ok(())
+    }
+}
+
+/// The error for an invalid broker URL. `BrokerUrlError` redacts what it recognises as a URL
+/// (`scheme://user:pass@…`), but a typo such as `mqtt:lo:pass@host` is not one: with an `@`
+/// in the text, everything before the last `@` is withheld.
+fn broker_error(url: &str, e: &schemas::BrokerUrlError) -> String {
+    match url.rsplit_once('@') {
+        Some((_, host)) => format!(
+            "invalid broker address `***@{}` (expected mqtt://[user:pass@]host[:port] or mqtts://…)",
+            schemas::shorten(host, 64)
+        ),
+        None => e.to_string(),
     }
 }
 
@@ -401,10 +414,37 @@ mod tests {
         c.http_auth = Some("s3cret-without-colon".into());
         let e = c.validate().expect_err("refused").to_string();
         assert!(!e.contains("s3cret"), "{e}");
-        let mut c = base();
-        c.broker = "mqtt://lo:hunter2@host:notaport".into();
-        let e = c.validate().expect_err("refused").to_string();
-        assert!(!e.contains("hunter2"), "{e}");
+        for url in [
+            "mqtt://lo:hunter2@host:notaport",
+            "mqtt:lo:hunter2@host",
+            "mqtt//lo:hunter2@host",
+            "lo:hunter2@host",
+        ] {
+            let mut c = base();
+            c.broker = url.into();
+            let e = c.validate().expect_err("refused").to_string();
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2_000, ..Default::default() })]
+
+        /// Whatever the broker text, a configuration error never shows its password.
+        #[test]
+        fn broker_errors_never_echo_the_password(
+            prefix in "(mqtts?|http)?:?/{0,2}[a-z]{0,4}:?",
+            pass in "[a-zA-Z0-9/:%?#]{0,6}",
+            host in "[a-z0-9.:/\\[\\]-]{0,16}",
+        ) {
+            let secret = format!("S3cr{pass}");
+            let mut c = base();
+            c.broker = format!("{prefix}{secret}@{host}");
+            if let Err(e) = c.validate() {
+                let text = e.to_string();
+                proptest::prop_assert!(!text.contains(&secret), "{}", text);
+            }
+        }
     }
 
     #[test]
