@@ -1326,10 +1326,16 @@ impl Engine {
                 if let Some(why) = oversized_report(&raw) {
                     return self.refuse(topic, "oversized", &why);
                 }
-                let s: NodeStatus = match serde_json::from_value(raw) {
+                let mut s: NodeStatus = match serde_json::from_value(raw) {
                     Ok(s) => s,
                     Err(e) => return self.refuse(topic, "malformed", &e.to_string()),
                 };
+                if !self.declared(&node) && !self.auto_enrol() {
+                    // A node that gets nothing: only its announcement matters. Its lists are
+                    // not kept (1,000 of them could hold a packet each).
+                    s.deployments.clear();
+                    s.unmanaged.clear();
+                }
                 if s.node != node || s.site != self.site {
                     return self.refuse(
                         topic,
@@ -1398,6 +1404,15 @@ impl Engine {
         }
     }
 
+    /// Whether the served Site enrols announcing nodes.
+    fn auto_enrol(&self) -> bool {
+        self.served
+            .as_ref()
+            .and_then(|s| s.docs.site.as_ref())
+            .and_then(|site| site.spec.enrollment.as_ref())
+            .is_some_and(|e| e.auto)
+    }
+
     /// Whether `node` has a `Node` document at the served revision.
     fn declared(&self, node: &str) -> bool {
         self.served
@@ -1412,11 +1427,7 @@ impl Engine {
         if self.declared(node) || self.fleet.get(node).is_some() {
             return true;
         }
-        let auto = self
-            .served
-            .as_ref()
-            .is_some_and(|s| s.docs.spec().enrollment.is_some_and(|e| e.auto));
-        let limit = if auto {
+        let limit = if self.auto_enrol() {
             MAX_AUTO_ENROLLED_NODES
         } else {
             MAX_UNDECLARED_NODES
@@ -1707,13 +1718,14 @@ impl Engine {
         self.reassert().await;
         if self.last_sweep.elapsed() >= Duration::from_secs(5) {
             self.last_sweep = Instant::now();
-            // Unknown nodes nobody heard of for ten heartbeat timeouts are forgotten (their
-            // retained topics, if still there, bring them back after a reconnect).
+            // Nodes not enrolled that nobody heard of for ten heartbeat timeouts are
+            // forgotten (their retained topics, if still there, bring them back after a
+            // reconnect); this includes names seen only in heartbeats or events.
             let forget_after = 10 * self.cfg.heartbeat_timeout.as_millis() as u64;
-            let unknown = &self.inventory.unknown;
+            let enrolled = &self.inventory.nodes;
             let forgotten = self
                 .fleet
-                .forget_silent(now, forget_after, |n| unknown.contains(n));
+                .forget_silent(now, forget_after, |n| !enrolled.contains_key(n));
             if forgotten > 0 {
                 tracing::info!(forgotten, "silent unknown nodes forgotten");
                 self.reconcile_pending = true;

@@ -32,9 +32,16 @@ fn http(port: u16, path: &str, auth: Option<&str>) -> Option<(u16, String)> {
 }
 
 fn mosquitto_pub(port: u16, user: Option<(&str, &str)>, topic: &str, payload: &[u8]) {
+    publish(port, user, topic, payload, true);
+}
+
+fn publish(port: u16, user: Option<(&str, &str)>, topic: &str, payload: &[u8], retain: bool) {
     let mut cmd = Command::new("mosquitto_pub");
-    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-r"])
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
         .args(["-t", topic]);
+    if retain {
+        cmd.arg("-r");
+    }
     if let Some((u, p)) = user {
         cmd.args(["-u", u, "-P", p]);
     }
@@ -426,4 +433,68 @@ fn git_token_never_appears_in_log_status_or_audit() {
     let audit =
         std::fs::read_to_string(dir.path().join("lo-state/audit/audit.log")).expect("audit log");
     assert!(!audit.contains("tok3n-s3cret"), "{audit}");
+}
+
+fn node_online(status: &serde_json::Value, node: &str) -> Option<bool> {
+    status["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["node"] == node)?["online"]
+        .as_bool()
+}
+
+#[test]
+fn spoofed_max_epoch_presence_does_not_pin_a_node_offline() {
+    if !require_mosquitto() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _broker = start_broker(port, dir.path());
+    let repo = GitRepo::new();
+    site_files(&repo, "s1");
+    let http_port = free_port();
+    let mut lo = start_lo(dir.path(), "s1", &repo.url(), port, http_port);
+    wait_for("lo ready", T, || {
+        http(http_port, "/readyz", None).filter(|(c, _)| *c == 200)
+    });
+    let online = "fleet/s1/nodes/n1/online";
+    let hb = "fleet/s1/nodes/n1/heartbeat";
+    let heartbeat = |seq: u64| {
+        let p = format!(
+            "{{\"schema\":\"fleet.heartbeat/v1\",\"seq\":{seq},\"uptimeS\":1,\"observedGeneration\":0,\"converged\":false}}"
+        );
+        publish(port, None, hb, p.as_bytes(), false);
+    };
+    let presence = |on: bool, epoch: u64| {
+        let p = format!("{{\"schema\":\"fleet.presence/v1\",\"online\":{on},\"epoch\":{epoch}}}");
+        mosquitto_pub(port, None, online, p.as_bytes());
+    };
+    let status_of_n1 = |want: bool| {
+        wait_for(&format!("n1 online={want}"), T, || {
+            let (_, body) = http(http_port, "/status", Some(AUTH))?;
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (node_online(&v, "n1")? == want).then_some(())
+        })
+    };
+    presence(true, 7);
+    heartbeat(1);
+    status_of_n1(true);
+    // Someone else's retained Will-like presences with huge epochs.
+    presence(false, u64::MAX);
+    presence(false, (1 << 53) - 1);
+    status_of_n1(false);
+    // The real agent speaks: online again, whatever the forged epoch said.
+    heartbeat(2);
+    status_of_n1(true);
+    // Its next session (epoch 8) is accepted, not refused as older than the forgery.
+    presence(true, 8);
+    heartbeat(3);
+    status_of_n1(true);
+    assert!(lo.running());
+    let (_, metrics) = http(http_port, "/metrics", Some(AUTH)).expect("metrics");
+    assert!(
+        metrics.contains("lo_messages_rejected_total{kind=\"out_of_range\"} 1"),
+        "{metrics}"
+    );
 }
