@@ -226,6 +226,21 @@ pub fn history(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn entries_never_carry_credentials_or_megabytes() {
+        let e = AuditEntry::new(
+            "source",
+            format!(
+                "fetch from https://lo:tok3n@git.example/x.git failed: {}",
+                "x".repeat(1 << 20)
+            ),
+        );
+        assert!(!e.message.contains("tok3n"), "{}", &e.message[..200]);
+        assert!(e.message.contains("https://lo:***@git.example/x.git"));
+        assert!(e.message.len() < 2 * MAX_MESSAGE);
+    }
+
     use super::*;
 
     #[test]

@@ -234,7 +234,7 @@ impl Config {
 /// The error for an invalid broker URL. `BrokerUrlError` redacts what it recognises as a URL
 /// (`scheme://user:pass@…`), but a typo such as `mqtt:lo:pass@host` is not one: with an `@`
 /// in the text, everything before the last `@` is withheld.
-fn broker_error(url: &str, e: &schemas::BrokerUrlError) -> String {
+pub fn broker_error(url: &str, e: &schemas::BrokerUrlError) -> String {
     match url.rsplit_once('@') {
         Some((_, host)) => format!(
             "invalid broker address `***@{}` (expected mqtt://[user:pass@]host[:port] or mqtts://…)",

@@ -317,7 +317,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let topics = schemas::Topics::new(&topic_root);
             let observed = match &broker {
                 Some(url) => {
-                    let url: schemas::BrokerUrl = url.parse()?;
+                    let url: schemas::BrokerUrl = url
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!(config::broker_error(url, &e)))?;
                     lo::cli::observe_broker(
                         &url,
                         tls_ca_file.as_deref(),
