@@ -1291,10 +1291,16 @@ impl Engine {
         };
         let key = (node.clone(), channel);
         let last = self.report_seq.get(&key).copied();
+        // A session's presences (`online: true` after CONNACK, then its Will, signed before
+        // it) are ordered by the session only: within one epoch both count, whatever their
+        // sequence numbers; an older session's presence is a replay.
+        let presence = channel == NodeChannel::Online;
+        let last = last.map(|(e, s)| if presence { (e, 0) } else { (e, s) });
         match check_report(&raw, topic, self.keys.get(&node), self.require_signed, last) {
-            Ok(Some(seq)) => {
+            Ok(Some((epoch, seq))) => {
                 if self.keys.contains_key(&node) {
-                    self.report_seq.insert(key, seq);
+                    let seq = if presence { 0 } else { seq };
+                    self.report_seq.insert(key, (epoch, seq));
                 }
             }
             Ok(None) => {}

@@ -511,6 +511,39 @@ async fn required_signed_reports_refuse_unsigned_foreign_and_replayed_reports() 
     })
     .await;
     assert_eq!(rejected("replay"), 1);
+    // Presence: the session's online (seq 9) and its Will signed earlier (seq 1) both count;
+    // an older session's presence is a replay.
+    let online = t().node(SITE, "n1", NodeChannel::Online);
+    node.publish(
+        online.clone(),
+        true,
+        signed(&presence(true, 3), &online, 3, 9, &key),
+    )
+    .await;
+    wait_until("n1 online", T, || {
+        env.lo.status().filter(|s| node_online(s, "n1"))
+    })
+    .await;
+    node.publish(
+        online.clone(),
+        true,
+        signed(&presence(false, 3), &online, 3, 1, &key),
+    )
+    .await;
+    wait_until("n1 offline by its Will", T, || {
+        env.lo.status().filter(|s| !node_online(s, "n1"))
+    })
+    .await;
+    node.publish(
+        online.clone(),
+        true,
+        signed(&presence(true, 2), &online, 2, 50, &key),
+    )
+    .await;
+    wait_until("old session replay refused", T, || {
+        (rejected("replay") >= 2).then_some(())
+    })
+    .await;
     // Nothing unsigned from n2 (no key) is accepted: not even its presence.
     let n2c = Client::connect(env.addr(), "n2", None).await;
     n2c.publish(
