@@ -186,6 +186,10 @@ fn cap_status(st: &mut SiteStatus) {
         for p in &mut e.problems {
             p.message = schemas::shorten(&p.message, MAX_STATUS_MESSAGE);
             p.file = schemas::shorten(&p.file, MAX_STATUS_MESSAGE);
+            p.field = p
+                .field
+                .as_deref()
+                .map(|f| schemas::shorten(f, MAX_STATUS_MESSAGE));
         }
     }
     if let Some(e) = &mut st.last_error {
@@ -1253,7 +1257,11 @@ impl Engine {
     }
 
     fn refuse(&self, topic: &str, reason: &str, detail: &str) {
-        tracing::warn!(topic = %topic, reason, detail, "message refused");
+        // Both come from outside (serde quotes the offending value): cut them, so one
+        // message cannot write megabytes to the log.
+        let topic = schemas::shorten(topic, 256);
+        let detail = schemas::shorten(detail, 256);
+        tracing::warn!(topic = %topic, reason, detail = %detail, "message refused");
         self.shared
             .metrics
             .messages_rejected
