@@ -609,3 +609,30 @@ async fn git_token_never_appears_in_status_or_audit() {
     assert!(audit.contains("source"), "{audit}");
     assert!(!audit.contains("tok3n-s3cret"), "{audit}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desired_document_above_the_packet_limit_is_not_sent_and_the_lo_stays_connected() {
+    // A deployment whose rendered document exceeds a 64 KiB packet limit (80 KiB of env).
+    let env_lines: String = (0..800)
+        .map(|i| format!("        VAR_{i:04}: \"{}\"\n", "x".repeat(90)))
+        .collect();
+    let big = format!(
+        "apiVersion: edgefleet.io/v1\nkind: Deployment\nmetadata:\n  name: big\nspec:\n  nodes: [n1]\n  components:\n    - name: main\n      image: reg/big:1\n      env:\n{env_lines}"
+    );
+    let mut f = files("", "");
+    f.push((format!("sites/{SITE}/big.yaml"), Some(big)));
+    let env = Env::start(&f, |c| c.max_packet_size = 64 * 1024).await;
+    wait_until("refused", T, || {
+        let m = env.lo.running.shared.metrics.encode();
+        m.contains("lo_publish_refused_total{kind=\"desired\"} 1")
+            .then_some(())
+    })
+    .await;
+    // n2's document (small) is published; the LO never lost its connection over n1's.
+    let n2 = env.fresh_desired("n2").await;
+    assert_eq!(n2.deployments.len(), 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(env.metric("lo_mqtt_reconnects_total"), 0);
+    assert_eq!(env.ready_status().await.0, 200);
+    env.lo.stop().await;
+}
