@@ -942,6 +942,11 @@ impl Engine {
                     .map(|k| (n.clone(), k))
             })
             .collect();
+        // Bookkeeping of nodes that left Git (or lost their key) goes with them.
+        let keys = &self.keys;
+        self.report_seq.retain(|(n, _), _| keys.contains_key(n));
+        let declared = &served.docs.nodes;
+        self.refused_reports.retain(|n, _| declared.contains_key(n));
         self.require_signed = served
             .docs
             .spec()
