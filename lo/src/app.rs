@@ -37,6 +37,221 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Largest site status published; above it, converged online nodes are left out.
 const MAX_STATUS_BYTES: usize = 192 * 1024;
 
+/// Largest generation the LO issues or follows: 2^53 - 1, the largest integer every JSON
+/// reader keeps exactly. Documented in `docs/protocol.md`; agents refuse documents above it.
+pub const MAX_GENERATION: u64 = (1 << 53) - 1;
+/// Largest jump above our own generation that a desired document read back from the broker
+/// makes us follow (the state dir was lost and the broker still holds newer documents). A
+/// larger jump is what someone else wrote: it is ignored and logged, never followed, so one
+/// message cannot exhaust the generation space of a node.
+pub const MAX_GENERATION_STEP: u64 = 1_000_000;
+/// Nodes not declared in Git (unknown, or auto-enrolled) tracked at most; messages of further
+/// ones are counted only. Anyone on the broker can invent node names.
+pub const MAX_UNDECLARED_NODES: usize = 1_000;
+/// The same bound when the Site allows auto-enrolment: there every announcing node is a
+/// node of the site (trust on first use, the Site's choice), so the bound is a fleet size
+/// (twice the 10,000 nodes benchmarked) rather than a guard against invented names.
+pub const MAX_AUTO_ENROLLED_NODES: usize = 20_000;
+/// Names listed in the site status per list (the counts stay exact).
+const MAX_LISTED: usize = 100;
+/// Problems of a refused commit listed in the site status.
+const MAX_PROBLEMS_LISTED: usize = 50;
+/// Longest message (error, problem) in the site status, bytes.
+const MAX_STATUS_MESSAGE: usize = 1024;
+/// Deployments, and components over all deployments, accepted in one node status. A report
+/// above these is refused rather than decoded and summed (a node runs tens, not thousands).
+pub const MAX_REPORT_DEPLOYMENTS: usize = 1_000;
+/// See [`MAX_REPORT_DEPLOYMENTS`].
+pub const MAX_REPORT_COMPONENTS: usize = 10_000;
+/// A node's desired document is re-asserted at most this often.
+const REASSERT_INTERVAL: Duration = Duration::from_secs(1);
+/// Room for the fixed header and topic length of a PUBLISH, besides topic and payload.
+const PUBLISH_OVERHEAD: usize = 16;
+
+/// Whether a generation read back from the broker above ours is followed (`Some`: the floor
+/// to raise to). Only a trusted document (signed with our key when we sign) within
+/// [`MAX_GENERATION_STEP`] above ours and below [`MAX_GENERATION`] (so the next one we issue
+/// is still at most the maximum) is followed.
+pub fn follow_generation(ours: u64, theirs: u64, trusted: bool) -> Option<u64> {
+    let step = theirs.checked_sub(ours)?;
+    (trusted && step > 0 && step <= MAX_GENERATION_STEP && theirs < MAX_GENERATION)
+        .then_some(theirs)
+}
+
+/// Why a report is refused by the signature check (the `kind` label of
+/// `messages_rejected`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportRefusal {
+    /// No signature where one is required.
+    Unsigned,
+    /// A signature that does not verify with the node's key (or no key to verify it with).
+    BadSignature,
+    /// A signature older than the newest accepted on that node and channel.
+    Replay,
+}
+
+impl ReportRefusal {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportRefusal::Unsigned => "unsigned",
+            ReportRefusal::BadSignature => "bad_signature",
+            ReportRefusal::Replay => "replay",
+        }
+    }
+}
+
+/// The signature policy for one report, pure: `key` is the node's key from Git, `required`
+/// the Site's `requireSignedReports`, `last` the newest `(epoch, seq)` accepted on this node
+/// and channel. Returns the report's `(epoch, seq)` when it was signed and verified.
+pub fn check_report(
+    raw: &serde_json::Value,
+    topic: &str,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+    required: bool,
+    last: Option<(u64, u64)>,
+) -> Result<Option<(u64, u64)>, ReportRefusal> {
+    let signed = raw.get("signature").is_some();
+    let key = match key {
+        Some(k) => k,
+        // Nothing to verify with: refused when signatures are required.
+        None if required && signed => return Err(ReportRefusal::BadSignature),
+        None if required => return Err(ReportRefusal::Unsigned),
+        None => return Ok(None),
+    };
+    if !signed {
+        return if required {
+            Err(ReportRefusal::Unsigned)
+        } else {
+            Ok(None)
+        };
+    }
+    let (epoch, seq) = schemas::sign::verify_report(raw, topic, key).map_err(|e| match e {
+        schemas::sign::SignatureError::Missing => ReportRefusal::Unsigned,
+        _ => ReportRefusal::BadSignature,
+    })?;
+    // A presence's own epoch is what the LO acts on: it must be the signed one.
+    if let Some(p) = raw.get("epoch") {
+        if raw.get("online").is_some() && p.as_u64() != Some(epoch) {
+            return Err(ReportRefusal::BadSignature);
+        }
+    }
+    // An equal (epoch, seq) is the same message again (a retained copy): harmless.
+    if last.is_some_and(|l| (epoch, seq) < l) {
+        return Err(ReportRefusal::Replay);
+    }
+    Ok(Some((epoch, seq)))
+}
+
+/// Why a node status is too large to ingest, if it is.
+fn oversized_report(raw: &serde_json::Value) -> Option<String> {
+    let deployments = raw.get("deployments").and_then(|d| d.as_array());
+    let n = deployments.map_or(0, Vec::len);
+    if n > MAX_REPORT_DEPLOYMENTS {
+        return Some(format!(
+            "{n} deployments (at most {MAX_REPORT_DEPLOYMENTS})"
+        ));
+    }
+    let components: usize = deployments
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            d.get("components")
+                .and_then(|c| c.as_array())
+                .map_or(0, Vec::len)
+        })
+        .sum();
+    let unmanaged = raw
+        .get("unmanaged")
+        .and_then(|u| u.as_array())
+        .map_or(0, Vec::len);
+    (components + unmanaged > MAX_REPORT_COMPONENTS).then(|| {
+        format!(
+            "{} containers (at most {MAX_REPORT_COMPONENTS})",
+            components + unmanaged
+        )
+    })
+}
+
+/// Cuts the lists of a site status that grow with outside input (unknown nodes, problems,
+/// messages) to fixed sizes, with counts.
+fn cap_status(st: &mut SiteStatus) {
+    if st.unknown_nodes.len() > MAX_LISTED {
+        st.unknown_nodes_count
+            .get_or_insert(u32::try_from(st.unknown_nodes.len()).unwrap_or(u32::MAX));
+        st.unknown_nodes.truncate(MAX_LISTED);
+    }
+    for e in [&mut st.last_error, &mut st.held].into_iter().flatten() {
+        e.message = schemas::shorten(&e.message, MAX_STATUS_MESSAGE);
+        for p in &mut e.problems {
+            p.message = schemas::shorten(&p.message, MAX_STATUS_MESSAGE);
+            p.file = schemas::shorten(&p.file, MAX_STATUS_MESSAGE);
+            p.field = p
+                .field
+                .as_deref()
+                .map(|f| schemas::shorten(f, MAX_STATUS_MESSAGE));
+        }
+    }
+    if let Some(e) = &mut st.last_error {
+        if e.problems.len() > MAX_PROBLEMS_LISTED {
+            st.problems_count = Some(u32::try_from(e.problems.len()).unwrap_or(u32::MAX));
+            e.problems.truncate(MAX_PROBLEMS_LISTED);
+        }
+    }
+}
+
+/// The site status encoded within `limit` bytes: lists capped, then converged online nodes
+/// left out, then nodes, deployments and problems cut (counts stay exact). `None` when even
+/// the smallest form does not fit: then nothing is sent (a publish above the broker's limit
+/// would cost the connection, and be retried after every reconnect).
+pub fn fit_status(
+    st: &SiteStatus,
+    rollout: Option<&RolloutSummary>,
+    limit: usize,
+) -> Option<Vec<u8>> {
+    let mut st = st.clone();
+    cap_status(&mut st);
+    let encode =
+        |st: &SiteStatus| serde_json::to_vec(&status_json(st, rollout)).unwrap_or_default();
+    let mut payload = encode(&st);
+    if payload.len() <= limit {
+        return Some(payload);
+    }
+    let total = st.nodes.len();
+    st.nodes_count = Some(u32::try_from(total).unwrap_or(u32::MAX));
+    // Keep the nodes that need attention; the counts stay complete.
+    st.nodes.retain(|n| !(n.online && n.converged));
+    payload = encode(&st);
+    while payload.len() > limit && !st.nodes.is_empty() {
+        let keep = st.nodes.len() * 3 / 4;
+        st.nodes.truncate(keep);
+        payload = encode(&st);
+    }
+    while payload.len() > limit && !st.deployments.is_empty() {
+        let keep = st.deployments.len() * 3 / 4;
+        st.deployments.truncate(keep);
+        payload = encode(&st);
+    }
+    if payload.len() > limit {
+        if let Some(e) = &mut st.last_error {
+            st.problems_count
+                .get_or_insert(u32::try_from(e.problems.len()).unwrap_or(u32::MAX));
+            e.problems.clear();
+        }
+        st.unknown_nodes_count
+            .get_or_insert(u32::try_from(st.unknown_nodes.len()).unwrap_or(u32::MAX));
+        st.unknown_nodes.clear();
+        payload = encode(&st);
+    }
+    tracing::debug!(
+        total,
+        listed = st.nodes.len(),
+        bytes = payload.len(),
+        "site status trimmed to fit the packet limit"
+    );
+    (payload.len() <= limit).then_some(payload)
+}
+
 /// Errors that stop the LO.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -93,7 +308,8 @@ impl Shared {
     /// The latest site status as published: [`Shared::site_status`] with the rollout fields
     /// (`rollout`, and `waiting` on nodes held back).
     pub fn site_status_json(&self) -> Option<serde_json::Value> {
-        let st = self.site_status()?;
+        let mut st = self.site_status()?;
+        cap_status(&mut st);
         Some(status_json(&st, self.rollout().as_ref()))
     }
 }
@@ -139,6 +355,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
     let running = start(cfg, shutdown).await?;
     let _ = running.join.await;
     Ok(())
+}
+
+fn listener_is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
 }
 
 fn now_ms() -> u64 {
@@ -187,7 +407,13 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         context: "http listen".into(),
         source,
     })?;
-    let router = crate::http::router(shared.clone());
+    let auth = cfg
+        .http_credentials()?
+        .map(|(u, p)| crate::http::Credentials::new(&u, &p));
+    if auth.is_none() && !listener_is_loopback(&http_addr) {
+        tracing::warn!(listen = %http_addr, "http endpoints listen beyond loopback without http_auth: /status and POST /sync are open to the network");
+    }
+    let router = crate::http::router_with_auth(shared.clone(), auth);
     let http_shutdown = shutdown.clone();
     tokio::spawn(async move {
         let served = axum::serve(listener, router)
@@ -274,6 +500,14 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
             allow_empty: cfg.allow_empty,
             allow_mass_delete: cfg.allow_mass_delete,
         },
+        keys: BTreeMap::new(),
+        require_signed: false,
+        report_seq: BTreeMap::new(),
+        refused_reports: BTreeMap::new(),
+        suspect: BTreeMap::new(),
+        reasserted: BTreeMap::new(),
+        untracked: 0,
+        last_sweep: Instant::now(),
         cfg,
     };
     let join = tokio::spawn(engine.run(src_rx, mqtt_rx, mqtt_task, mqtt_stop, shutdown));
@@ -299,6 +533,12 @@ enum SourceMsg {
     Error(String),
     /// The source works again (clears a source error).
     Ok,
+}
+
+/// A source error as it may be shown: git2 errors carry the remote URL, with its token when
+/// the URL has one, and this text goes to the log, the audit log and `lo/status`.
+fn source_error(text: &str) -> SourceMsg {
+    SourceMsg::Error(schemas::redact_urls_in(&schemas::shorten(text, 4096)))
 }
 
 /// A piece of blocking work on the source.
@@ -337,7 +577,7 @@ async fn source_task(
                 restored: true,
                 changed: true,
             },
-            Err(e) => SourceMsg::Error(format!("cannot restore served revision: {e}")),
+            Err(e) => source_error(&format!("cannot restore served revision: {e}")),
         }))
         .await;
         if matches!(msg, SourceMsg::Commit { .. }) {
@@ -355,7 +595,7 @@ async fn source_task(
             let head = match s.fetch() {
                 Ok(Some(h)) => h,
                 Ok(None) => return SourceMsg::Error("branch not found in the repository".into()),
-                Err(e) => return SourceMsg::Error(e.to_string()),
+                Err(e) => return source_error(&e.to_string()),
             };
             if prev.as_deref() == Some(head.id.as_str()) {
                 return SourceMsg::Ok;
@@ -380,7 +620,7 @@ async fn source_task(
                     restored: false,
                     changed: true,
                 },
-                Err(e) => SourceMsg::Error(e.to_string()),
+                Err(e) => source_error(&e.to_string()),
             }
         }))
         .await;
@@ -465,6 +705,22 @@ struct Engine {
     origin: Instant,
     last_plan: Option<Instant>,
     flags: GuardFlags,
+    /// Report-signing keys of the nodes declared in Git (served revision).
+    keys: BTreeMap<String, ed25519_dalek::VerifyingKey>,
+    /// The served Site requires signed reports.
+    require_signed: bool,
+    /// Newest `(epoch, seq)` of a signed report accepted, per node and channel.
+    report_seq: BTreeMap<(String, NodeChannel), (u64, u64)>,
+    /// Reports refused per node declared in Git (for the note in the site status).
+    refused_reports: BTreeMap<String, u64>,
+    /// Nodes whose retained desired document read back differs from ours, since (mono ms).
+    suspect: BTreeMap<String, u64>,
+    /// Last re-assertion per node, and how many so far (a writer fighting us shows up here).
+    reasserted: BTreeMap<String, (Instant, u64)>,
+    /// Messages from undeclared nodes beyond [`MAX_UNDECLARED_NODES`].
+    untracked: u64,
+    /// Last sweep of silent undeclared nodes.
+    last_sweep: Instant,
 }
 
 impl Engine {
@@ -696,6 +952,28 @@ impl Engine {
         self.pace_dirty = false;
         let Some(served) = &self.served else { return };
         let started = Instant::now();
+        // Keys were validated with the site; one that does not decode is no key.
+        self.keys = served
+            .docs
+            .nodes
+            .iter()
+            .filter_map(|(n, e)| {
+                let k = e.public_key.as_deref()?;
+                schemas::sign::verifying_key_from_base64(k)
+                    .ok()
+                    .map(|k| (n.clone(), k))
+            })
+            .collect();
+        // Bookkeeping of nodes that left Git (or lost their key) goes with them.
+        let keys = &self.keys;
+        self.report_seq.retain(|(n, _), _| keys.contains_key(n));
+        let declared = &served.docs.nodes;
+        self.refused_reports.retain(|n, _| declared.contains_key(n));
+        self.require_signed = served
+            .docs
+            .spec()
+            .security
+            .is_some_and(|s| s.require_signed_reports);
         let revision = Revision {
             commit: served.commit.clone(),
             path: self.site_path.clone(),
@@ -837,6 +1115,35 @@ impl Engine {
         self.last_plan = None;
     }
 
+    /// The bytes of the desired document of `node` as published (deterministic: the same
+    /// record gives the same bytes, signature included).
+    fn desired_payload(&self, node: &str) -> Option<(DesiredState, Vec<u8>)> {
+        let doc = self.desired_doc(node)?;
+        match serde_json::to_vec(&doc) {
+            Ok(p) => Some((doc, p)),
+            Err(e) => {
+                tracing::error!(node = %node, error = %e, "cannot serialise desired document");
+                None
+            }
+        }
+    }
+
+    /// Whether a publish on `topic` of `len` bytes fits the packet limit; counts and logs
+    /// when it does not.
+    fn fits(&self, kind: &str, topic: &str, len: usize) -> bool {
+        let size = len + topic.len() + PUBLISH_OVERHEAD;
+        if size <= self.cfg.max_packet_size {
+            return true;
+        }
+        tracing::error!(kind, topic = %topic, bytes = size, limit = self.cfg.max_packet_size, "publish exceeds the packet limit; not sent");
+        self.shared
+            .metrics
+            .publish_refused
+            .get_or_create(&Metrics::kind(kind))
+            .inc();
+        false
+    }
+
     fn desired_doc(&self, node: &str) -> Option<DesiredState> {
         let nd = self.desired.get(node)?;
         let rec = self.store.data.nodes.get(node)?;
@@ -852,17 +1159,16 @@ impl Engine {
             self.unsent.insert(node.to_owned());
             return;
         }
-        let Some(doc) = self.desired_doc(node) else {
+        let Some((doc, payload)) = self.desired_payload(node) else {
             return;
         };
-        let payload = match serde_json::to_vec(&doc) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(node = %node, error = %e, "cannot serialise desired document");
-                return;
-            }
-        };
         let topic = self.topics.node(&self.site, node, NodeChannel::Desired);
+        if !self.fits("desired", &topic, payload.len()) {
+            self.unsent.remove(node);
+            return;
+        }
+        // What we publish now is what the broker will hold: nothing left to re-assert.
+        self.suspect.remove(node);
         if let Err(e) = self
             .client
             .publish(topic, QoS::AtLeastOnce, true, payload)
@@ -978,7 +1284,11 @@ impl Engine {
     }
 
     fn refuse(&self, topic: &str, reason: &str, detail: &str) {
-        tracing::warn!(topic = %topic, reason, detail, "message refused");
+        // Both come from outside (serde quotes the offending value): cut them, so one
+        // message cannot write megabytes to the log.
+        let topic = schemas::shorten(topic, 256);
+        let detail = schemas::shorten(detail, 256);
+        tracing::warn!(topic = %topic, reason, detail = %detail, "message refused");
         self.shared
             .metrics
             .messages_rejected
@@ -987,9 +1297,6 @@ impl Engine {
     }
 
     fn on_message(&mut self, topic: &str, payload: &[u8], retain: bool) {
-        if payload.is_empty() {
-            return; // a cleared retained topic
-        }
         let (node, channel) = match self.topics.parse(topic) {
             Ok(Topic::Node {
                 site,
@@ -999,11 +1306,56 @@ impl Engine {
             Ok(_) => return self.refuse(topic, "wrong_topic", "not a node topic of this site"),
             Err(e) => return self.refuse(topic, "wrong_topic", &e.to_string()),
         };
+        if payload.is_empty() {
+            // A deleted retained topic.
+            return self.on_deleted(&node, channel);
+        }
         self.shared
             .metrics
             .messages
             .get_or_create(&Metrics::kind(channel.as_str()))
             .inc();
+        if channel == NodeChannel::Desired {
+            return self.on_desired_readback(&node, payload);
+        }
+        // One parse into a value: the signature covers the raw JSON (fields a newer agent
+        // added included), and sizes are checked before typed decoding.
+        let raw: serde_json::Value = match serde_json::from_slice(payload) {
+            Ok(v) => v,
+            Err(e) => return self.refuse(topic, "malformed", &e.to_string()),
+        };
+        let key = (node.clone(), channel);
+        let last = self.report_seq.get(&key).copied();
+        // A session's presences (`online: true` after CONNACK, then its Will, signed before
+        // it) are ordered by the session only: within one epoch both count, whatever their
+        // sequence numbers; an older session's presence is a replay.
+        let presence = channel == NodeChannel::Online;
+        let last = last.map(|(e, s)| if presence { (e, 0) } else { (e, s) });
+        match check_report(&raw, topic, self.keys.get(&node), self.require_signed, last) {
+            Ok(Some((epoch, seq))) => {
+                if self.keys.contains_key(&node) {
+                    let seq = if presence { 0 } else { seq };
+                    self.report_seq.insert(key, (epoch, seq));
+                }
+            }
+            Ok(None) => {}
+            Err(why) => {
+                if self.declared(&node) {
+                    *self.refused_reports.entry(node.clone()).or_default() += 1;
+                    self.status_dirty = true;
+                }
+                return self.refuse(topic, why.as_str(), "report signature check failed");
+            }
+        }
+        if !self.admit(&node) {
+            self.untracked += 1;
+            self.shared.metrics.unknown_nodes_untracked.inc();
+            if self.untracked.is_power_of_two() {
+                tracing::warn!(node = %schemas::shorten(&node, 64), untracked = self.untracked, limit = MAX_UNDECLARED_NODES, "too many undeclared nodes; messages of further ones are counted only");
+            }
+            self.status_dirty = true;
+            return;
+        }
         let now = self.mono_ms();
         let wall = schemas::now_rfc3339();
         let known = self
@@ -1012,10 +1364,19 @@ impl Engine {
             .is_some_and(|o| o.presence.is_some() || o.status.is_some());
         match channel {
             NodeChannel::Status => {
-                let s: NodeStatus = match serde_json::from_slice(payload) {
+                if let Some(why) = oversized_report(&raw) {
+                    return self.refuse(topic, "oversized", &why);
+                }
+                let mut s: NodeStatus = match serde_json::from_value(raw) {
                     Ok(s) => s,
                     Err(e) => return self.refuse(topic, "malformed", &e.to_string()),
                 };
+                if !self.declared(&node) && !self.auto_enrol() {
+                    // A node that gets nothing: only its announcement matters. Its lists are
+                    // not kept (1,000 of them could hold a packet each).
+                    s.deployments.clear();
+                    s.unmanaged.clear();
+                }
                 if s.node != node || s.site != self.site {
                     return self.refuse(
                         topic,
@@ -1026,55 +1387,52 @@ impl Engine {
                 self.on_status(&node, s, now, retain, &wall);
             }
             NodeChannel::Online => {
-                let p: Presence = match serde_json::from_slice(payload) {
+                let p: Presence = match serde_json::from_value(raw) {
                     Ok(p) => p,
                     Err(e) => return self.refuse(topic, "malformed", &e.to_string()),
                 };
-                if self.fleet.presence(&node, &p, now, retain, &wall) == PresenceOutcome::Stale {
-                    tracing::info!(node = %node, epoch = p.epoch, "stale presence ignored");
-                    self.audit.log(
-                        AuditEntry::new(
-                            "observed",
-                            format!("stale presence (epoch {}) ignored", p.epoch),
-                        )
-                        .node(&node),
-                    );
-                } else {
-                    self.audit.log(
-                        AuditEntry::new(
-                            "observed",
-                            format!("online={} epoch={}", p.online, p.epoch),
-                        )
-                        .node(&node),
-                    );
+                match self.fleet.presence(&node, &p, now, retain, &wall) {
+                    PresenceOutcome::Stale => {
+                        tracing::info!(node = %node, epoch = p.epoch, "stale presence ignored");
+                        self.audit.log(
+                            AuditEntry::new(
+                                "observed",
+                                format!("stale presence (epoch {}) ignored", p.epoch),
+                            )
+                            .node(&node),
+                        );
+                    }
+                    PresenceOutcome::OutOfRange => {
+                        return self.refuse(topic, "out_of_range", "presence epoch above 2^53-1");
+                    }
+                    outcome => {
+                        if outcome == PresenceOutcome::Jump {
+                            tracing::warn!(node = %node, epoch = p.epoch, "presence epoch jumped; applied without raising the floor");
+                        }
+                        self.audit.log(
+                            AuditEntry::new(
+                                "observed",
+                                format!("online={} epoch={}", p.online, p.epoch),
+                            )
+                            .node(&node),
+                        );
+                    }
                 }
                 self.status_dirty = true;
                 self.pace_dirty = true;
             }
-            NodeChannel::Heartbeat => match serde_json::from_slice::<Heartbeat>(payload) {
+            NodeChannel::Heartbeat => match serde_json::from_value::<Heartbeat>(raw) {
                 Ok(hb) => self.fleet.heartbeat(&node, hb, now, &wall),
                 Err(e) => return self.refuse(topic, "malformed", &e.to_string()),
             },
-            NodeChannel::Events => match serde_json::from_slice::<Event>(payload) {
+            NodeChannel::Events => match serde_json::from_value::<Event>(raw) {
                 Ok(ev) => {
                     tracing::debug!(node = %node, deployment = %ev.deployment, to = %ev.to, "event");
                     self.fleet.event(&node, ev, now, &wall);
                 }
                 Err(e) => return self.refuse(topic, "malformed", &e.to_string()),
             },
-            NodeChannel::Desired => {
-                // Read back what the broker holds: a generation above ours (a lost state
-                // dir) raises the floor so the next document supersedes it.
-                if let Ok(doc) = serde_json::from_slice::<DesiredState>(payload) {
-                    let ours = self.store.data.nodes.get(&node).map_or(0, |r| r.generation);
-                    if doc.generation > ours {
-                        tracing::warn!(node = %node, generation = doc.generation, ours, "broker holds a newer desired generation; superseding it");
-                        let f = self.floors.entry(node.clone()).or_default();
-                        *f = (*f).max(doc.generation);
-                        self.reconcile_pending = true;
-                    }
-                }
-            }
+            NodeChannel::Desired => {}
         }
         if !known
             && self
@@ -1084,6 +1442,152 @@ impl Engine {
         {
             // A node announced itself: the inventory may change (auto-enrolment, unknown).
             self.reconcile_pending = true;
+        }
+    }
+
+    /// Whether the served Site enrols announcing nodes.
+    fn auto_enrol(&self) -> bool {
+        self.served
+            .as_ref()
+            .and_then(|s| s.docs.site.as_ref())
+            .and_then(|site| site.spec.enrollment.as_ref())
+            .is_some_and(|e| e.auto)
+    }
+
+    /// Whether `node` has a `Node` document at the served revision.
+    fn declared(&self, node: &str) -> bool {
+        self.served
+            .as_ref()
+            .is_some_and(|s| s.docs.nodes.contains_key(node))
+    }
+
+    /// Whether what `node` says is kept: declared nodes and nodes already tracked always;
+    /// others while fewer than [`MAX_UNDECLARED_NODES`] undeclared ones are tracked
+    /// ([`MAX_AUTO_ENROLLED_NODES`] with auto-enrolment).
+    fn admit(&self, node: &str) -> bool {
+        if self.declared(node) || self.fleet.get(node).is_some() {
+            return true;
+        }
+        let limit = if self.auto_enrol() {
+            MAX_AUTO_ENROLLED_NODES
+        } else {
+            MAX_UNDECLARED_NODES
+        };
+        if self.fleet.len() < limit {
+            return true;
+        }
+        let undeclared = self
+            .fleet
+            .nodes()
+            .keys()
+            .filter(|n| !self.declared(n))
+            .count();
+        undeclared < limit
+    }
+
+    /// A retained topic was deleted (empty payload).
+    fn on_deleted(&mut self, node: &str, channel: NodeChannel) {
+        match channel {
+            // Someone deleted a document we hold: a fresh agent would get nothing.
+            NodeChannel::Desired if self.desired_doc(node).is_some() => {
+                tracing::warn!(node = %node, "retained desired document deleted on the broker; re-asserting it");
+                let now = self.mono_ms();
+                self.suspect.entry(node.to_owned()).or_insert(now);
+            }
+            // Only nodes that are not enrolled are forgotten: an enrolled node keeps its
+            // workloads whatever happens to its report topics.
+            NodeChannel::Status | NodeChannel::Online if self.inventory.unknown.contains(node) => {
+                if channel == NodeChannel::Status {
+                    self.fleet.status_deleted(node);
+                } else {
+                    self.fleet.presence_deleted(node);
+                }
+                if self.fleet.get(node).is_none() {
+                    tracing::info!(node = %node, "unknown node's retained topics deleted; forgotten");
+                    self.reconcile_pending = true;
+                }
+                self.status_dirty = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// A retained desired document read back from the broker. The broker is not trusted:
+    /// what it holds is compared with what we published; anything else is re-asserted, and
+    /// a generation above ours is followed only within bounds (and signed by us when we
+    /// sign), so no message can wrap or exhaust a node's generations.
+    fn on_desired_readback(&mut self, node: &str, payload: &[u8]) {
+        let ours_known = self.store.data.nodes.contains_key(node) || self.declared(node);
+        if !ours_known {
+            // Not a node we publish for: nothing to follow, nothing kept.
+            return;
+        }
+        let mine = self.desired_payload(node);
+        if mine.as_ref().is_some_and(|(_, p)| p.as_slice() == payload) {
+            self.suspect.remove(node);
+            return;
+        }
+        let ours = self.store.data.nodes.get(node).map_or(0, |r| r.generation);
+        if let Ok(doc) = serde_json::from_slice::<DesiredState>(payload) {
+            if doc.generation > ours {
+                let trusted = match &self.signing {
+                    Some(k) => schemas::sign::verify(&doc, &k.verifying_key()).is_ok(),
+                    None => true,
+                };
+                match follow_generation(ours, doc.generation, trusted) {
+                    Some(g) => {
+                        tracing::warn!(node = %node, generation = g, ours, "broker holds a newer desired generation; superseding it");
+                        let f = self.floors.entry(node.to_owned()).or_default();
+                        *f = (*f).max(g);
+                        self.reconcile_pending = true;
+                    }
+                    None => {
+                        tracing::warn!(node = %node, generation = doc.generation, ours, trusted, "desired generation read back not followed (too far ahead, above the maximum, or not signed by us)");
+                        self.shared.metrics.generations_ignored.inc();
+                    }
+                }
+            }
+        }
+        if mine.is_some() {
+            let now = self.mono_ms();
+            self.suspect.entry(node.to_owned()).or_insert(now);
+        }
+    }
+
+    /// Re-publishes the desired documents the broker holds wrongly, at most once per
+    /// [`REASSERT_INTERVAL`] per node (a writer fighting us costs one publish a second).
+    async fn reassert(&mut self) {
+        if self.suspect.is_empty() || !self.connected {
+            return;
+        }
+        let now = self.mono_ms();
+        let due: Vec<String> = self
+            .suspect
+            .iter()
+            .filter(|(n, since)| {
+                now.saturating_sub(**since) >= 300
+                    && self
+                        .reasserted
+                        .get(*n)
+                        .is_none_or(|(t, _)| t.elapsed() >= REASSERT_INTERVAL)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for node in due {
+            let count = {
+                let e = self
+                    .reasserted
+                    .entry(node.clone())
+                    .or_insert((Instant::now(), 0));
+                *e = (Instant::now(), e.1 + 1);
+                e.1
+            };
+            if count.is_power_of_two() {
+                tracing::warn!(node = %node, count, "broker holds another desired document than ours; re-asserting");
+            }
+            self.shared.metrics.desired_reasserted.inc();
+            self.publish_desired(&node).await;
+            self.suspect.remove(&node);
         }
     }
 
@@ -1252,6 +1756,23 @@ impl Engine {
         if self.reconcile_pending {
             self.reconcile().await;
         }
+        self.reassert().await;
+        if self.last_sweep.elapsed() >= Duration::from_secs(5) {
+            self.last_sweep = Instant::now();
+            // Nodes not enrolled that nobody heard of for ten heartbeat timeouts are
+            // forgotten (their retained topics, if still there, bring them back after a
+            // reconnect); this includes names seen only in heartbeats or events.
+            let forget_after = 10 * self.cfg.heartbeat_timeout.as_millis() as u64;
+            let enrolled = &self.inventory.nodes;
+            let forgotten = self
+                .fleet
+                .forget_silent(now, forget_after, |n| !enrolled.contains_key(n));
+            if forgotten > 0 {
+                tracing::info!(forgotten, "silent unknown nodes forgotten");
+                self.reconcile_pending = true;
+                self.status_dirty = true;
+            }
+        }
         if self.book_dirty {
             self.save();
         }
@@ -1343,6 +1864,7 @@ impl Engine {
                 last_seen: obs.and_then(|o| o.last_seen.clone()),
                 // Filled in by `status_json`, which knows the pacing state.
                 waiting: None,
+                reports: self.reports_note(node),
             });
         }
         self.shared.metrics.nodes_online.set(online_n);
@@ -1398,12 +1920,33 @@ impl Engine {
             nodes,
             deployments,
             rollout: None,
-            unknown_nodes: self.inventory.unknown.iter().cloned().collect(),
+            unknown_nodes: self
+                .inventory
+                .unknown
+                .iter()
+                .take(MAX_LISTED)
+                .cloned()
+                .collect(),
+            unknown_nodes_count: (self.inventory.unknown.len() > MAX_LISTED)
+                .then(|| u32::try_from(self.inventory.unknown.len()).unwrap_or(u32::MAX)),
+            unknown_nodes_untracked: (self.untracked > 0).then_some(self.untracked),
+            nodes_count: None,
+            problems_count: None,
         }
     }
 
+    /// Why a node's reports are refused, for the site status.
+    fn reports_note(&self, node: &str) -> Option<String> {
+        if self.require_signed && !self.keys.contains_key(node) {
+            return Some("unsigned refused: no publicKey in Git".into());
+        }
+        self.refused_reports
+            .get(node)
+            .map(|n| format!("{n} refused (unsigned, bad signature or replay)"))
+    }
+
     async fn publish_status(&mut self) {
-        let mut st = self.site_status();
+        let st = self.site_status();
         self.status_dirty = false;
         self.last_status = Some(Instant::now());
         if let Ok(mut g) = self.shared.status.lock() {
@@ -1412,27 +1955,24 @@ impl Engine {
         if !self.connected {
             return;
         }
-        let rollout = self.rollout.as_ref();
-        let encode =
-            |st: &SiteStatus| serde_json::to_vec(&status_json(st, rollout)).unwrap_or_default();
-        let mut payload = encode(&st);
-        if payload.len() > MAX_STATUS_BYTES {
-            // Keep the nodes that need attention; the counts stay complete.
-            let total = st.nodes.len();
-            st.nodes.retain(|n| !(n.online && n.converged));
-            payload = encode(&st);
-            while payload.len() > MAX_STATUS_BYTES && !st.nodes.is_empty() {
-                let keep = st.nodes.len() * 3 / 4;
-                st.nodes.truncate(keep);
-                payload = encode(&st);
-            }
-            tracing::debug!(
-                total,
-                listed = st.nodes.len(),
-                "site status trimmed to fit the broker"
-            );
-        }
         let topic = self.topics.lo(&self.site, LoChannel::Status);
+        let limit = MAX_STATUS_BYTES.min(
+            self.cfg
+                .max_packet_size
+                .saturating_sub(topic.len() + PUBLISH_OVERHEAD),
+        );
+        let Some(payload) = fit_status(&st, self.rollout.as_ref(), limit) else {
+            tracing::error!(
+                limit,
+                "site status does not fit the packet limit even trimmed; not sent"
+            );
+            self.shared
+                .metrics
+                .publish_refused
+                .get_or_create(&Metrics::kind("status"))
+                .inc();
+            return;
+        };
         if let Err(e) = self
             .client
             .publish(topic, QoS::AtLeastOnce, true, payload)
@@ -1440,5 +1980,196 @@ impl Engine {
         {
             tracing::warn!(error = %e, "cannot publish the site status");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+    use serde_json::json;
+
+    #[test]
+    fn generations_read_back_are_followed_only_within_bounds() {
+        // (ours, theirs, trusted, followed)
+        let cases = [
+            (4, 9, true, Some(9)),
+            (4, 4, true, None),
+            (4, 3, true, None),
+            (4, 9, false, None),
+            (0, MAX_GENERATION_STEP, true, Some(MAX_GENERATION_STEP)),
+            (0, MAX_GENERATION_STEP + 1, true, None),
+            (4, u64::MAX, true, None),
+            (
+                MAX_GENERATION - 2,
+                MAX_GENERATION - 1,
+                true,
+                Some(MAX_GENERATION - 1),
+            ),
+            (MAX_GENERATION - 1, MAX_GENERATION, true, None),
+            (u64::MAX, 0, true, None),
+        ];
+        for (ours, theirs, trusted, want) in cases {
+            assert_eq!(
+                follow_generation(ours, theirs, trusted),
+                want,
+                "ours {ours}, theirs {theirs}, trusted {trusted}"
+            );
+        }
+    }
+
+    fn hb(seq: u64) -> serde_json::Value {
+        json!({"schema": "fleet.heartbeat/v1", "seq": seq, "uptimeS": 1,
+            "observedGeneration": 2, "converged": true})
+    }
+
+    /// (report, node key, required, newest accepted, outcome)
+    type Case<'a> = (
+        &'a serde_json::Value,
+        Option<&'a ed25519_dalek::VerifyingKey>,
+        bool,
+        Option<(u64, u64)>,
+        Result<Option<(u64, u64)>, ReportRefusal>,
+    );
+
+    #[test]
+    fn report_signature_policy_table() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let other = SigningKey::from_bytes(&[8; 32]);
+        let vk = key.verifying_key();
+        let topic = "fleet/s/nodes/n1/heartbeat";
+        let unsigned = hb(1);
+        let mut signed = hb(1);
+        schemas::sign::sign_report(&mut signed, topic, 3, 10, &key);
+        let mut foreign = hb(1);
+        schemas::sign::sign_report(&mut foreign, topic, 3, 10, &other);
+        let mut elsewhere = hb(1);
+        schemas::sign::sign_report(&mut elsewhere, "fleet/s/nodes/n2/heartbeat", 3, 10, &key);
+        let mut tampered = signed.clone();
+        tampered["converged"] = json!(false);
+        use ReportRefusal::*;
+        let cases: [Case<'_>; 12] = [
+            (&unsigned, None, false, None, Ok(None)),
+            (&unsigned, Some(&vk), false, None, Ok(None)),
+            (&unsigned, Some(&vk), true, None, Err(Unsigned)),
+            (&unsigned, None, true, None, Err(Unsigned)),
+            (&signed, None, true, None, Err(BadSignature)),
+            (&signed, Some(&vk), true, None, Ok(Some((3, 10)))),
+            (&signed, Some(&vk), false, Some((3, 10)), Ok(Some((3, 10)))),
+            (&signed, Some(&vk), true, Some((3, 11)), Err(Replay)),
+            (&signed, Some(&vk), true, Some((4, 0)), Err(Replay)),
+            (&foreign, Some(&vk), false, None, Err(BadSignature)),
+            (&elsewhere, Some(&vk), true, None, Err(BadSignature)),
+            (&tampered, Some(&vk), false, None, Err(BadSignature)),
+        ];
+        for (i, (raw, k, required, last, want)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                check_report(raw, topic, k, required, last),
+                want,
+                "case {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn presence_epoch_must_be_the_signed_epoch() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let topic = "fleet/s/nodes/n1/online";
+        let mut p = json!({"schema": "fleet.presence/v1", "online": false, "epoch": 5});
+        schemas::sign::sign_report(&mut p, topic, 5, 0, &key);
+        assert_eq!(
+            check_report(&p, topic, Some(&key.verifying_key()), true, None),
+            Ok(Some((5, 0)))
+        );
+        let mut q = json!({"schema": "fleet.presence/v1", "online": false, "epoch": 9});
+        schemas::sign::sign_report(&mut q, topic, 5, 0, &key);
+        assert_eq!(
+            check_report(&q, topic, Some(&key.verifying_key()), true, None),
+            Err(ReportRefusal::BadSignature)
+        );
+    }
+
+    #[test]
+    fn oversized_reports_are_recognised_before_decoding() {
+        let deps: Vec<serde_json::Value> = (0..MAX_REPORT_DEPLOYMENTS + 1)
+            .map(|i| json!({"name": format!("d{i}"), "state": "installed", "components": []}))
+            .collect();
+        assert!(oversized_report(&json!({ "deployments": deps })).is_some());
+        let comps: Vec<serde_json::Value> =
+            (0..MAX_REPORT_COMPONENTS + 1).map(|_| json!({})).collect();
+        assert!(oversized_report(&json!({"deployments": [{"components": comps}]})).is_some());
+        assert!(oversized_report(&json!({"deployments": [{"components": [{}]}]})).is_none());
+    }
+
+    fn site_status(nodes: usize, unknown: usize, problems: usize) -> SiteStatus {
+        SiteStatus {
+            schema: SiteSchema::V1,
+            site: "s".into(),
+            updated_at: "t".into(),
+            lo_version: "v".into(),
+            revision: None,
+            last_error: Some(SiteError {
+                commit: "c".into(),
+                at: "t".into(),
+                message: "m".repeat(100_000),
+                problems: (0..problems)
+                    .map(|i| DocProblem {
+                        file: format!("f{i}.yaml"),
+                        line: Some(1),
+                        field: None,
+                        message: "x".repeat(200),
+                    })
+                    .collect(),
+            }),
+            held: None,
+            nodes: (0..nodes)
+                .map(|i| NodeSummary {
+                    node: format!("node-{i:05}"),
+                    online: i % 2 == 0,
+                    desired_generation: 1,
+                    observed_generation: 1,
+                    commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+                    state: None,
+                    converged: i % 4 == 0,
+                    converged_in_ms: None,
+                    last_seen: Some("2026-01-01T00:00:00.000Z".into()),
+                    waiting: None,
+                    reports: None,
+                })
+                .collect(),
+            deployments: Vec::new(),
+            rollout: None,
+            unknown_nodes: (0..unknown).map(|i| format!("ghost-{i:05}")).collect(),
+            unknown_nodes_count: None,
+            unknown_nodes_untracked: None,
+            nodes_count: None,
+            problems_count: None,
+        }
+    }
+
+    #[test]
+    fn site_status_always_fits_the_limit_with_counts() {
+        let st = site_status(5_000, 5_000, 10_000);
+        for limit in [64 * 1024, 192 * 1024] {
+            let payload = fit_status(&st, None, limit).expect("fits");
+            assert!(payload.len() <= limit, "{} > {limit}", payload.len());
+            let back: SiteStatus = serde_json::from_slice(&payload).expect("decodes");
+            assert_eq!(back.nodes_count, Some(5_000));
+            assert_eq!(back.unknown_nodes_count, Some(5_000));
+            assert_eq!(back.problems_count, Some(10_000));
+            assert!(back.unknown_nodes.len() <= MAX_LISTED);
+            let e = back.last_error.expect("error kept");
+            assert!(e.message.len() < 2 * MAX_STATUS_MESSAGE);
+            assert!(e.problems.len() <= MAX_PROBLEMS_LISTED);
+        }
+        // Far too small: nothing rather than something the broker refuses.
+        assert_eq!(fit_status(&st, None, 100), None);
+        // A small status is untouched.
+        let small = site_status(3, 0, 0);
+        let back: SiteStatus =
+            serde_json::from_slice(&fit_status(&small, None, 64 * 1024).expect("fits"))
+                .expect("decodes");
+        assert_eq!(back.nodes.len(), 3);
+        assert_eq!(back.nodes_count, None);
     }
 }

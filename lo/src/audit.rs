@@ -34,6 +34,9 @@ pub struct AuditEntry {
     pub message: String,
 }
 
+/// Longest audit message kept, bytes.
+const MAX_MESSAGE: usize = 4096;
+
 impl AuditEntry {
     /// An entry stamped now.
     pub fn new(kind: &str, message: impl Into<String>) -> Self {
@@ -44,7 +47,9 @@ impl AuditEntry {
             deployment: None,
             commit: None,
             generation: None,
-            message: message.into(),
+            // The audit log is read by people who must not see credentials (a git2 error
+            // carries the remote URL, token included) nor megabytes of someone's input.
+            message: schemas::redact_urls_in(&schemas::shorten(&message.into(), MAX_MESSAGE)),
         }
     }
 
@@ -221,6 +226,21 @@ pub fn history(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn entries_never_carry_credentials_or_megabytes() {
+        let e = AuditEntry::new(
+            "source",
+            format!(
+                "fetch from https://lo:tok3n@git.example/x.git failed: {}",
+                "x".repeat(1 << 20)
+            ),
+        );
+        assert!(!e.message.contains("tok3n"), "{}", &e.message[..200]);
+        assert!(e.message.contains("https://lo:***@git.example/x.git"));
+        assert!(e.message.len() < 2 * MAX_MESSAGE);
+    }
+
     use super::*;
 
     #[test]

@@ -74,8 +74,15 @@ pub struct Config {
     pub client_id: Option<String>,
     /// Topic root.
     pub topic_root: String,
-    /// HTTP listen address (`/healthz`, `/readyz`, `/metrics`, `POST /sync`).
+    /// HTTP listen address (`/healthz`, `/readyz`, `/metrics`, `/status`, `POST /sync`).
+    /// Loopback by default: the endpoints are for the host (and its healthcheck) unless
+    /// opened on purpose (`0.0.0.0:8080` in a container, with `http_auth`).
     pub http_listen: String,
+    /// Basic authentication `user:password` for `/status`, `/metrics` and `POST /sync`
+    /// (`/healthz` and `/readyz` stay open for healthchecks).
+    pub http_auth: Option<String>,
+    /// A file holding `user:password` (first line), instead of `http_auth`.
+    pub http_auth_file: Option<PathBuf>,
     /// A node not heard from for this long is offline (3 × the agent's 10 s heartbeat).
     #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     pub heartbeat_timeout: Duration,
@@ -112,7 +119,9 @@ impl Default for Config {
             tls_ca_file: None,
             client_id: None,
             topic_root: schemas::topic::DEFAULT_ROOT.into(),
-            http_listen: "0.0.0.0:8080".into(),
+            http_listen: "127.0.0.1:8080".into(),
+            http_auth: None,
+            http_auth_file: None,
             heartbeat_timeout: Duration::from_secs(30),
             allow_empty: false,
             allow_mass_delete: false,
@@ -142,21 +151,79 @@ impl Config {
             .unwrap_or_else(|| format!("lo-{}", self.site))
     }
 
-    /// Checks required values.
+    /// The HTTP credentials, from `http_auth` or `http_auth_file` (read now).
+    pub fn http_credentials(&self) -> Result<Option<(String, String)>, ConfigError> {
+        let text = match (&self.http_auth, &self.http_auth_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Value(
+                    "http_auth and http_auth_file are exclusive".into(),
+                ))
+            }
+            (Some(t), None) => t.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Value(format!("http_auth_file {}: {e}", path.display())))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            (None, None) => return Ok(None),
+        };
+        match text.split_once(':') {
+            Some((u, p)) if !u.is_empty() && !p.is_empty() => {
+                Ok(Some((u.to_owned(), p.to_owned())))
+            }
+            // Never echo the value: it is a password.
+            _ => Err(ConfigError::Value(
+                "http_auth must be `user:password` with both parts non-empty".into(),
+            )),
+        }
+    }
+
+    /// Checks every value, so a bad one stops the LO at start with a clear message rather
+    /// than at first use (or never, for a topic root that subscribes to everything).
     pub fn validate(&self) -> Result<(), ConfigError> {
         schemas::validate_name(&self.site).map_err(|e| ConfigError::Value(format!("site: {e}")))?;
         if self.repo.is_empty() {
             return Err(ConfigError::Value("repo is required".into()));
         }
+        if self.branch.is_empty() || self.branch.len() > 255 {
+            return Err(ConfigError::Value(
+                "branch must be 1 to 255 characters".into(),
+            ));
+        }
+        schemas::validate_root(&self.topic_root)
+            .map_err(|e| ConfigError::Value(format!("topic_root: {e}")))?;
+        validate_client_id(&self.client_id())?;
         self.broker
             .parse::<schemas::BrokerUrl>()
-            .map_err(|e| ConfigError::Value(e.to_string()))?;
-        if self.poll_interval.is_zero() || self.heartbeat_timeout.is_zero() {
-            return Err(ConfigError::Value("durations must be positive".into()));
-        }
-        if self.max_packet_size < 64 * 1024 {
+            .map_err(|e| ConfigError::Value(broker_error(&self.broker, &e)))?;
+        if self.poll_interval.is_zero()
+            || self.heartbeat_timeout.is_zero()
+            || self.poll_interval > MAX_DURATION
+            || self.heartbeat_timeout > MAX_DURATION
+        {
             return Err(ConfigError::Value(
-                "max_packet_size must be at least 65536".into(),
+                "poll_interval and heartbeat_timeout must be positive and at most 1 day".into(),
+            ));
+        }
+        if !(64 * 1024..=MAX_MQTT_PACKET).contains(&self.max_packet_size) {
+            return Err(ConfigError::Value(format!(
+                "max_packet_size must be between 65536 and {MAX_MQTT_PACKET} (the MQTT maximum)"
+            )));
+        }
+        self.http_listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| {
+                ConfigError::Value(format!(
+                    "http_listen: `{}` is not an address:port",
+                    schemas::shorten(&self.http_listen, 64)
+                ))
+            })?;
+        self.http_credentials()?;
+        if self.audit.max_bytes == 0 {
+            return Err(ConfigError::Value(
+                "audit.max_bytes must be positive".into(),
             ));
         }
         self.limits.validate().map_err(ConfigError::Value)?;
@@ -172,6 +239,42 @@ impl Config {
                 .map_err(|e| ConfigError::Value(format!("signing_key: {e}")))?;
         }
         Ok(())
+    }
+}
+
+/// The error for an invalid broker URL. `BrokerUrlError` redacts what it recognises as a URL
+/// (`scheme://user:pass@…`), but a typo such as `mqtt:lo:pass@host` is not one: with an `@`
+/// in the text, everything before the last `@` is withheld.
+pub fn broker_error(url: &str, e: &schemas::BrokerUrlError) -> String {
+    match url.rsplit_once('@') {
+        Some((_, host)) => format!(
+            "invalid broker address `***@{}` (expected mqtt://[user:pass@]host[:port] or mqtts://…)",
+            schemas::shorten(host, 64)
+        ),
+        None => e.to_string(),
+    }
+}
+
+/// Longest poll interval or heartbeat timeout accepted.
+const MAX_DURATION: Duration = Duration::from_secs(86_400);
+/// The largest packet MQTT can carry (remaining length of 268,435,455 bytes).
+const MAX_MQTT_PACKET: usize = 268_435_455;
+
+/// A client id every broker takes: 1 to 128 characters, no wildcards, separators, spaces or
+/// control characters (they would make ACL patterns such as `%c` match other topics).
+fn validate_client_id(id: &str) -> Result<(), ConfigError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| !c.is_control() && !c.is_whitespace() && !matches!(c, '+' | '#' | '/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Value(format!(
+            "client_id `{}` must be 1 to 128 characters without spaces, `+`, `#` or `/`",
+            schemas::shorten(id, 64)
+        )))
     }
 }
 
@@ -275,6 +378,99 @@ mod tests {
         let env = HashMap::from([("LO_TLS_CA_FILE".to_owned(), "/other.pem".to_owned())]);
         let c = resolve(Some(file), &env, &[]).expect("resolves");
         assert_eq!(c.tls_ca_file, Some(PathBuf::from("/other.pem")));
+    }
+
+    fn base() -> Config {
+        resolve(Some("site = \"s1\"\nrepo = \"/r\"\n"), &HashMap::new(), &[]).expect("resolves")
+    }
+
+    type Tweak = fn(&mut Config);
+
+    #[test]
+    fn invalid_values_are_refused_at_start() {
+        base().validate().expect("valid");
+        assert_eq!(base().http_listen, "127.0.0.1:8080");
+        let bad: Vec<(&str, Tweak)> = vec![
+            ("root #", |c| c.topic_root = "#".into()),
+            ("root +", |c| c.topic_root = "+".into()),
+            ("root empty", |c| c.topic_root = String::new()),
+            ("root a//b", |c| c.topic_root = "a//b".into()),
+            ("root /fleet", |c| c.topic_root = "/fleet".into()),
+            ("site", |c| c.site = "a/b".into()),
+            ("client id #", |c| c.client_id = Some("lo#".into())),
+            ("client id empty", |c| c.client_id = Some(String::new())),
+            ("client id long", |c| c.client_id = Some("x".repeat(200))),
+            ("poll 0", |c| c.poll_interval = Duration::ZERO),
+            ("timeout 0", |c| c.heartbeat_timeout = Duration::ZERO),
+            ("packet small", |c| c.max_packet_size = 1000),
+            ("packet huge", |c| c.max_packet_size = usize::MAX),
+            ("signing key", |c| {
+                c.signing_key = Some("bm90IGEga2V5".into())
+            }),
+            ("http listen", |c| c.http_listen = "localhost".into()),
+            ("http auth", |c| c.http_auth = Some("nopassword".into())),
+            ("http auth empty user", |c| c.http_auth = Some(":pw".into())),
+            ("audit", |c| c.audit.max_bytes = 0),
+        ];
+        for (what, f) in bad {
+            let mut c = base();
+            f(&mut c);
+            assert!(c.validate().is_err(), "{what} accepted");
+        }
+    }
+
+    #[test]
+    fn http_auth_errors_never_echo_the_password() {
+        let mut c = base();
+        c.http_auth = Some("s3cret-without-colon".into());
+        let e = c.validate().expect_err("refused").to_string();
+        assert!(!e.contains("s3cret"), "{e}");
+        for url in [
+            "mqtt://lo:hunter2@host:notaport",
+            "mqtt:lo:hunter2@host",
+            "mqtt//lo:hunter2@host",
+            "lo:hunter2@host",
+        ] {
+            let mut c = base();
+            c.broker = url.into();
+            let e = c.validate().expect_err("refused").to_string();
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2_000, ..Default::default() })]
+
+        /// Whatever the broker text, a configuration error never shows its password.
+        #[test]
+        fn broker_errors_never_echo_the_password(
+            prefix in "(mqtts?|http)?:?/{0,2}[a-z]{0,4}:?",
+            pass in "[a-zA-Z0-9/:%?#]{0,6}",
+            host in "[a-z0-9.:/\\[\\]-]{0,16}",
+        ) {
+            let secret = format!("S3cr{pass}");
+            let mut c = base();
+            c.broker = format!("{prefix}{secret}@{host}");
+            if let Err(e) = c.validate() {
+                let text = e.to_string();
+                proptest::prop_assert!(!text.contains(&secret), "{}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn http_credentials_from_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("auth");
+        std::fs::write(&path, "ops:pa:ss\n").expect("write");
+        let mut c = base();
+        c.http_auth_file = Some(path);
+        assert_eq!(
+            c.http_credentials().expect("reads"),
+            Some(("ops".into(), "pa:ss".into()))
+        );
+        c.http_auth = Some("a:b".into());
+        assert!(c.validate().is_err(), "both set");
     }
 
     #[test]

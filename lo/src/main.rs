@@ -61,6 +61,29 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Print a Mosquitto ACL (`acl_file`) for a site: the LO user writes desired documents
+    /// and `lo/…`, each node user `<node>@<site>` writes only its own reports and reads only
+    /// its own desired document.
+    Acl {
+        /// Site name.
+        #[arg(long)]
+        site: String,
+        /// Topic root.
+        #[arg(long, default_value = "fleet")]
+        root: String,
+        /// Take the nodes from the site's Node documents in this working tree.
+        #[arg(long)]
+        repo: Option<PathBuf>,
+        /// Site folder (default sites/<site>).
+        #[arg(long)]
+        site_path: Option<String>,
+        /// A node (repeatable; added to those from --repo).
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+        /// The LO's broker username (default lo-<site>).
+        #[arg(long)]
+        lo_user: Option<String>,
+    },
     /// Generate an ed25519 key pair for signing desired documents: the seed goes in the LO's
     /// `signing_key`, the public key in every agent's `public_key`.
     Keygen,
@@ -177,7 +200,8 @@ fn main() -> ExitCode {
     match rt.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Errors of git2 and of the config layers may carry a URL with its password.
+            eprintln!("error: {}", schemas::redact_urls_in(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }
@@ -225,6 +249,37 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             timeout,
         } => Ok(healthcheck(url, config.as_deref(), timeout)),
         Command::Keygen => Ok(keygen()),
+        Command::Acl {
+            site,
+            root,
+            repo,
+            site_path,
+            mut nodes,
+            lo_user,
+        } => {
+            if let Some(repo) = repo {
+                let path = site_path.unwrap_or_else(|| format!("sites/{site}"));
+                match lo::cli::validate(&repo, &site, &path) {
+                    Ok(docs) => nodes.extend(docs.nodes.keys().cloned()),
+                    Err(lo::cli::CliError::Invalid(problems)) => {
+                        eprint!("{}", lo::cli::format_problems(&problems));
+                        return Ok(ExitCode::from(1));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let lo_user = lo_user.unwrap_or_else(|| format!("lo-{site}"));
+            match lo::cli::mosquitto_acl(&site, &root, &lo_user, &nodes) {
+                Ok(acl) => {
+                    print!("{acl}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
         Command::Run(args) => run(args).await,
         Command::Validate {
             repo,
@@ -262,7 +317,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let topics = schemas::Topics::new(&topic_root);
             let observed = match &broker {
                 Some(url) => {
-                    let url: schemas::BrokerUrl = url.parse()?;
+                    let url: schemas::BrokerUrl = url
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!(config::broker_error(url, &e)))?;
                     lo::cli::observe_broker(
                         &url,
                         tls_ca_file.as_deref(),
@@ -363,9 +420,16 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.allow_mass_delete {
         set("allow_mass_delete", Some("true".into()));
     }
-    let cfg = config::resolve(file.as_deref(), &env, &flags)?;
+    // A configuration that cannot work exits with 2 (1 is a failure at run time), with the
+    // reason and never a password.
+    let cfg = match config::resolve(file.as_deref(), &env, &flags) {
+        Ok(c) => c,
+        Err(e) => return Ok(config_error(&e)),
+    };
     init_tracing(cfg.log_format);
-    cfg.validate()?;
+    if let Err(e) = cfg.validate() {
+        return Ok(config_error(&e));
+    }
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -391,8 +455,16 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("signal received");
         signal.cancel();
     });
-    lo::app::run(cfg, shutdown).await?;
-    Ok(ExitCode::SUCCESS)
+    match lo::app::run(cfg, shutdown).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(lo::app::AppError::Config(e)) => Ok(config_error(&e)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn config_error(e: &config::ConfigError) -> ExitCode {
+    eprintln!("error: {}", schemas::redact_urls_in(&e.to_string()));
+    ExitCode::from(2)
 }
 
 /// Prints a new key pair: 32 bytes from the kernel's CSPRNG as the ed25519 seed.

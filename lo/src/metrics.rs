@@ -48,6 +48,15 @@ pub struct Metrics {
     pub messages_rejected: Family<KindLabel, Counter>,
     /// Messages ingested, by channel.
     pub messages: Family<KindLabel, Counter>,
+    /// Publishes not sent because they would exceed the packet limit, by kind
+    /// (`status`, `desired`).
+    pub publish_refused: Family<KindLabel, Counter>,
+    /// Desired documents published again because the broker held something else.
+    pub desired_reasserted: Counter,
+    /// Generations read back from the broker and not followed (too far ahead, unsigned).
+    pub generations_ignored: Counter,
+    /// Messages from unknown nodes beyond the number tracked.
+    pub unknown_nodes_untracked: Counter,
 }
 
 impl Default for Metrics {
@@ -78,6 +87,10 @@ impl Metrics {
             mqtt_reconnects: Counter::default(),
             messages_rejected: Family::default(),
             messages: Family::default(),
+            publish_refused: Family::default(),
+            desired_reasserted: Counter::default(),
+            generations_ignored: Counter::default(),
+            unknown_nodes_untracked: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -142,6 +155,26 @@ impl Metrics {
             "messages",
             "MQTT messages ingested by channel",
             m.messages.clone(),
+        );
+        registry.register(
+            "publish_refused",
+            "Publishes not sent because they would exceed the packet limit, by kind",
+            m.publish_refused.clone(),
+        );
+        registry.register(
+            "desired_reasserted",
+            "Desired documents published again because the broker held something else",
+            m.desired_reasserted.clone(),
+        );
+        registry.register(
+            "generations_ignored",
+            "Desired generations read back from the broker and not followed",
+            m.generations_ignored.clone(),
+        );
+        registry.register(
+            "unknown_nodes_untracked",
+            "Messages from unknown nodes beyond the number tracked",
+            m.unknown_nodes_untracked.clone(),
         );
         Metrics { registry, ..m }
     }

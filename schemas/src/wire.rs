@@ -533,6 +533,10 @@ pub struct NodeSummary {
     /// Why the node keeps its current document for now (rollout pacing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// Why this node's reports are refused, when they are (e.g. `unsigned refused: no
+    /// publicKey in Git` while the Site requires signed reports, or `3 refused`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reports: Option<String>,
 }
 
 /// A paced rollout in progress (`Site.spec.rollout.maxParallel`).
@@ -634,6 +638,19 @@ pub struct SiteStatus {
     /// Nodes that announced themselves but are not enrolled: they get no workloads.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unknown_nodes: Vec<String>,
+    /// How many unknown nodes are tracked, when `unknownNodes` lists only some of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown_nodes_count: Option<u32>,
+    /// Messages from further unknown nodes, beyond what the LO tracks, since it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown_nodes_untracked: Option<u64>,
+    /// How many enrolled nodes there are, when `nodes` lists only some of them (the summary
+    /// must fit in one MQTT packet; nodes that need attention are listed first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes_count: Option<u32>,
+    /// How many problems `lastError` has, when it lists only some of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problems_count: Option<u32>,
 }
 
 /// Formats a time as RFC 3339 UTC with milliseconds (`2026-11-25T10:00:00.123Z`).
