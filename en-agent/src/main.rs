@@ -30,9 +30,20 @@ enum Command {
     /// endpoint answers /_ping within 3 s and the state directory is readable. Exit 0 or 1
     /// with one line on stderr. Writes nothing. For container healthchecks (FROM scratch).
     Healthcheck(Box<RunArgs>),
+    /// Make this node's report signing key: writes the private key (base64 of the 32-byte
+    /// seed) to FILE with mode 0600, refusing to overwrite, and prints the public key line
+    /// for the Node document (`spec.publicKey`). Point `report_signing_key_file` at FILE.
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long, default_value = "report-signing.key")]
+        out: PathBuf,
+    },
     /// Print the version.
     Version,
 }
+
+/// Exit code of a refused configuration (flags, file, environment, key files).
+const EXIT_CONFIG: u8 = 2;
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
@@ -154,11 +165,49 @@ async fn shutdown_signal(token: CancellationToken) {
     token.cancel();
 }
 
+/// Writes a new key to `out` (0600, never overwriting) and returns the public key.
+fn keygen(out: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut seed = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut seed))
+        .context("reading /dev/urandom")?;
+    let key = schemas::sign::Ed25519SigningKey::from_bytes(&seed);
+    let mut options = std::fs::OpenOptions::new();
+    // create_new: an existing key is never replaced (its public key is in Git).
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(out).with_context(|| {
+        format!(
+            "creating {} (an existing key is never overwritten)",
+            out.display()
+        )
+    })?;
+    file.write_all(format!("{}\n", schemas::sign::signing_key_to_base64(&key)).as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(schemas::sign::verifying_key_to_base64(&key.verifying_key()))
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Command::Version => {
             println!("en-agent {}", en_agent::agent::VERSION);
+            return Ok(());
+        }
+        Command::Keygen { out } => {
+            let public = keygen(&out)?;
+            eprintln!(
+                "private key written to {} (mode 0600): set report_signing_key_file to it",
+                out.display()
+            );
+            println!("# the Node document of this node (Git):");
+            println!("spec.publicKey: {public}");
             return Ok(());
         }
         Command::Healthcheck(args) => {
@@ -179,7 +228,18 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => args,
     };
     init_logging(args.log_format);
-    let config = load_config(&args)?;
+    // A refused configuration exits 2 with one line, before anything starts: a supervisor
+    // restarting it would only repeat the same error.
+    let config = match load_config(&args).and_then(|c| {
+        c.keys()?;
+        Ok(c)
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: configuration: {e:#}");
+            std::process::exit(i32::from(EXIT_CONFIG));
+        }
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
