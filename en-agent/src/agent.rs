@@ -493,3 +493,36 @@ impl Core {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_log_writes_the_first_line_then_one_summary_per_minute() {
+        let t0 = Instant::now();
+        let mut log = RefusalLog::default();
+        assert_eq!(log.record(t0, "first"), Some(1));
+        // A flood within the minute: held back, counted.
+        for i in 0..10_000u64 {
+            let at = t0 + Duration::from_millis(i);
+            assert_eq!(log.record(at, "again"), None);
+        }
+        assert_eq!(log.due_at(), Some(t0 + REFUSAL_LOG_INTERVAL));
+        assert_eq!(log.flush(t0 + Duration::from_secs(59)), None);
+        assert_eq!(log.flush(t0 + REFUSAL_LOG_INTERVAL), Some(10_000));
+        assert_eq!(log.last_reason, "again");
+        // Nothing pending: no line, no wake-up.
+        assert_eq!(log.flush(t0 + Duration::from_secs(600)), None);
+        assert_eq!(log.due_at(), None);
+        // A refusal after a quiet period is logged at once.
+        assert_eq!(log.record(t0 + Duration::from_secs(600), "late"), Some(1));
+    }
+
+    #[test]
+    fn refusal_log_keeps_reasons_short() {
+        let mut log = RefusalLog::default();
+        log.record(Instant::now(), &"x".repeat(1 << 20));
+        assert!(log.last_reason.len() < 300);
+    }
+}

@@ -202,7 +202,9 @@ impl Session {
         // Session number and epoch; 0 = disconnected.
         let (session_tx, session_rx) = watch::channel((0u64, 0u64));
         let poll_stop = CancellationToken::new();
-        let poll = tokio::spawn(poll_loop(
+        // Aborted when this future is dropped (an agent handle dropped without a shutdown):
+        // a detached poll loop would keep a zombie session, and its Will, alive forever.
+        let mut poll = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(poll_loop(
             eventloop,
             PollCtx {
                 desired_topic: desired_topic.clone(),
@@ -215,7 +217,7 @@ impl Session {
                 stop: poll_stop.clone(),
                 encoder: encoder.clone(),
             },
-        ));
+        )));
         let publisher = Publisher {
             client: client.clone(),
             status_topic: topics.node(&site, &node, NodeChannel::Status),
@@ -233,7 +235,7 @@ impl Session {
             )
             .await;
         // Let the poll loop flush the offline presence and the DISCONNECT.
-        if tokio::time::timeout(Duration::from_secs(3), poll)
+        if tokio::time::timeout(Duration::from_secs(3), &mut poll)
             .await
             .is_err()
         {
