@@ -27,6 +27,7 @@ pub const KEYS: &[&str] = &[
     "public_key",
     "public_key_file",
     "report_signing_key_file",
+    "broker_password_file",
     "tls_ca_file",
     "max_packet_size",
     "container_prefix",
@@ -68,6 +69,9 @@ pub struct Config {
     /// `en-agent keygen` writes it); with it every report is signed. A path only: the key
     /// itself never goes on the command line or in the environment (`ps`, logs).
     pub report_signing_key_file: Option<PathBuf>,
+    /// File holding the broker password (replaces a password in `broker`), so the password
+    /// stays out of `ps`, the environment and logs.
+    pub broker_password_file: Option<PathBuf>,
     /// CA certificates (PEM) for `mqtts://`; default: the system store.
     pub tls_ca_file: Option<PathBuf>,
     /// Largest MQTT packet in and out (default 1 MiB).
@@ -100,6 +104,7 @@ impl Config {
             public_key: None,
             public_key_file: None,
             report_signing_key_file: None,
+            broker_password_file: None,
             tls_ca_file: None,
             max_packet_size: 1 << 20,
             container_prefix: None,
@@ -315,6 +320,9 @@ pub fn resolve(
             "stop_timeout" => c.stop_timeout = duration(k, v)?,
             "public_key" => c.public_key = Some(v.to_owned()),
             "public_key_file" => c.public_key_file = Some(PathBuf::from(v)),
+            "broker_password_file" if !v.is_empty() => {
+                c.broker_password_file = Some(PathBuf::from(v))
+            }
             "report_signing_key_file" if !v.is_empty() => {
                 c.report_signing_key_file = Some(PathBuf::from(v))
             }
@@ -325,6 +333,24 @@ pub fn resolve(
             "disk_path" => c.disk_path = Some(PathBuf::from(v)),
             _ => {}
         }
+    }
+    if let Some(p) = c.broker_password_file.clone() {
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: "broker_password_file".into(),
+            reason,
+        };
+        let broker = c
+            .broker
+            .as_mut()
+            .ok_or_else(|| invalid("set, but no broker is configured".into()))?;
+        if broker.username.is_none() {
+            return Err(invalid("the broker URL has no user name".into()));
+        }
+        let password = read_key_file(&p).map_err(invalid)?;
+        if password.is_empty() {
+            return Err(invalid(format!("{}: empty", p.display())));
+        }
+        broker.password = Some(password);
     }
     // A root with wildcards or empty levels would subscribe to other nodes' topics or
     // publish where nobody listens.
@@ -422,6 +448,28 @@ mod tests {
             resolve(None, &env, &flags(&[("site", "s"), ("node", "a/b")])),
             Err(ConfigError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn broker_password_file_replaces_the_url_password() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "from-file\n").expect("write");
+        let c = resolve(
+            None,
+            &HashMap::new(),
+            &flags(&[
+                ("site", "s"),
+                ("node", "n"),
+                ("broker", "mqtt://node-1:old@broker:1883"),
+                ("broker_password_file", pw.to_str().expect("path")),
+            ]),
+        )
+        .expect("config");
+        let broker = c.broker.clone().expect("broker");
+        assert_eq!(broker.username.as_deref(), Some("node-1"));
+        assert_eq!(broker.password.as_deref(), Some("from-file"));
+        assert!(!format!("{c:?}").contains("from-file"), "Debug hides it");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use en_agent::runtime::docker::DockerRuntime;
+use schemas::sign::Ed25519SigningKey;
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -37,6 +38,18 @@ enum Command {
         /// Where to write the private key.
         #[arg(long, default_value = "report-signing.key")]
         out: PathBuf,
+        /// Also write the public key (base64, one line) to this file: what an agent's
+        /// `public_key_file` reads when the key is an LO's.
+        #[arg(long)]
+        public_out: Option<PathBuf>,
+        /// Also write the private key as `signing_key = "…"` (mode 0600) for `lo run
+        /// --config`: lets a container start make the LO's key (the images have no shell).
+        #[arg(long)]
+        lo_config_out: Option<PathBuf>,
+        /// When `--out` already holds a valid key, keep it and (re)write the other files
+        /// from it instead of failing: for a one-shot service run at every start.
+        #[arg(long)]
+        if_missing: bool,
     },
     /// Print the version.
     Version,
@@ -165,32 +178,56 @@ async fn shutdown_signal(token: CancellationToken) {
     token.cancel();
 }
 
-/// Writes a new key to `out` (0600, never overwriting) and returns the public key.
-fn keygen(out: &std::path::Path) -> anyhow::Result<String> {
-    use std::io::{Read as _, Write as _};
-    let mut seed = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut seed))
-        .context("reading /dev/urandom")?;
-    let key = schemas::sign::Ed25519SigningKey::from_bytes(&seed);
+/// Creates `path` with `text`, mode 0600 when `secret`; `create_new`: never replaces a file.
+fn write_new(path: &std::path::Path, text: &str, secret: bool) -> anyhow::Result<()> {
+    use std::io::Write as _;
     let mut options = std::fs::OpenOptions::new();
-    // create_new: an existing key is never replaced (its public key is in Git).
     options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
+        options.mode(if secret { 0o600 } else { 0o644 });
     }
-    let mut file = options.open(out).with_context(|| {
+    let mut file = options.open(path).with_context(|| {
         format!(
             "creating {} (an existing key is never overwritten)",
-            out.display()
+            path.display()
         )
     })?;
-    file.write_all(format!("{}\n", schemas::sign::signing_key_to_base64(&key)).as_bytes())
+    file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", out.display()))?;
-    Ok(schemas::sign::verifying_key_to_base64(&key.verifying_key()))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes `text` to `path` through a temp file and a rename (derived files, rewritten).
+fn replace_file(path: &std::path::Path, text: &str, secret: bool) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    write_new(&tmp, text, secret)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+/// The key in `out`, or a new one written there (0600, never overwriting a file).
+fn keygen(out: &std::path::Path, if_missing: bool) -> anyhow::Result<(Ed25519SigningKey, bool)> {
+    use std::io::Read as _;
+    if if_missing && out.exists() {
+        let text = std::fs::read_to_string(out)
+            .with_context(|| format!("reading the existing key {}", out.display()))?;
+        let key = schemas::sign::signing_key_from_base64(&text)
+            .with_context(|| format!("{} exists but is not a key", out.display()))?;
+        return Ok((key, false));
+    }
+    let mut seed = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut seed))
+        .context("reading /dev/urandom")?;
+    let key = Ed25519SigningKey::from_bytes(&seed);
+    write_new(
+        out,
+        &format!("{}\n", schemas::sign::signing_key_to_base64(&key)),
+        true,
+    )?;
+    Ok((key, true))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -200,10 +237,24 @@ fn main() -> anyhow::Result<()> {
             println!("en-agent {}", en_agent::agent::VERSION);
             return Ok(());
         }
-        Command::Keygen { out } => {
-            let public = keygen(&out)?;
+        Command::Keygen {
+            out,
+            public_out,
+            lo_config_out,
+            if_missing,
+        } => {
+            let (key, created) = keygen(&out, if_missing)?;
+            let public = schemas::sign::verifying_key_to_base64(&key.verifying_key());
+            if let Some(p) = &public_out {
+                replace_file(p, &format!("{public}\n"), false)?;
+            }
+            if let Some(p) = &lo_config_out {
+                let private = schemas::sign::signing_key_to_base64(&key);
+                replace_file(p, &format!("signing_key = \"{private}\"\n"), true)?;
+            }
             eprintln!(
-                "private key written to {} (mode 0600): set report_signing_key_file to it",
+                "private key {} {} (mode 0600): set report_signing_key_file to it",
+                if created { "written to" } else { "kept in" },
                 out.display()
             );
             println!("# the Node document of this node (Git):");

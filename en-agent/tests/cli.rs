@@ -303,3 +303,71 @@ fn missing_or_malformed_key_files_exit_2() {
     let err = refused_config(dir.path(), &["--public-key", "AAAA"]);
     assert!(err.contains("public_key"), "{err}");
 }
+
+#[test]
+fn keygen_if_missing_keeps_the_key_and_writes_the_public_and_lo_config_files() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("lo.key");
+    let public = dir.path().join("lo.pub");
+    let lo_config = dir.path().join("lo.toml");
+    let args = [
+        "keygen",
+        "--if-missing",
+        "--out",
+        key.to_str().expect("path"),
+        "--public-out",
+        public.to_str().expect("path"),
+        "--lo-config-out",
+        lo_config.to_str().expect("path"),
+    ];
+    let first = run(&args);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let private = std::fs::read_to_string(&key).expect("key");
+    let pub_text = std::fs::read_to_string(&public).expect("public");
+    let toml = std::fs::read_to_string(&lo_config).expect("lo config");
+    assert_eq!(toml.trim(), format!("signing_key = \"{}\"", private.trim()));
+    let mode = std::fs::metadata(&lo_config)
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the LO config holds the private key");
+    let signing = schemas::sign::signing_key_from_base64(&private).expect("key");
+    assert_eq!(
+        pub_text.trim(),
+        schemas::sign::verifying_key_to_base64(&signing.verifying_key())
+    );
+    // Every later start keeps the key.
+    std::fs::remove_file(&public).expect("rm");
+    let second = run(&args);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(std::fs::read_to_string(&key).expect("key"), private);
+    assert_eq!(std::fs::read_to_string(&public).expect("public"), pub_text);
+    // A file that is not a key is not replaced either.
+    std::fs::write(&key, "garbage").expect("write");
+    let third = run(&args);
+    assert_eq!(third.status.code(), Some(1), "{}", stderr(&third));
+    assert_eq!(std::fs::read_to_string(&key).expect("key"), "garbage");
+}
+
+#[test]
+fn broker_password_file_must_be_readable_and_needs_a_user() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "s3cret-from-file\n").expect("write");
+    let pw_arg = format!("broker_password_file={}", pw.display());
+    let err = refused_config(
+        dir.path(),
+        &["--broker", "mqtt://127.0.0.1:1", "--set", &pw_arg],
+    );
+    assert!(err.contains("no user name"), "{err}");
+    let err = refused_config(dir.path(), &["--set", &pw_arg]);
+    assert!(err.contains("no broker"), "{err}");
+    let missing = format!("broker_password_file={}", dir.path().join("nope").display());
+    let err = refused_config(
+        dir.path(),
+        &["--broker", "mqtt://node@127.0.0.1:1", "--set", &missing],
+    );
+    assert!(err.contains("broker_password_file"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+}
