@@ -36,6 +36,13 @@ pub const KEYS: &[&str] = &[
     "stop_timeout",
 ];
 
+/// Smallest `max_packet_size` accepted (64 KiB).
+pub const MIN_PACKET_SIZE: usize = 64 << 10;
+
+/// Largest `max_packet_size` accepted: a desired document is at most 4 MiB
+/// ([`crate::store::MAX_DOCUMENT_BYTES`]); room for the topic and headers.
+pub const MAX_PACKET_SIZE: usize = (4 << 20) + (64 << 10);
+
 /// The resolved configuration of one agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -366,6 +373,14 @@ pub fn resolve(
             });
         }
     }
+    // Below 64 KiB ordinary documents would not fit: every retained desired document would
+    // break the session (rumqttc drops a connection on an oversized packet) in a loop.
+    if !(MIN_PACKET_SIZE..=MAX_PACKET_SIZE).contains(&c.max_packet_size) {
+        return Err(ConfigError::Invalid {
+            key: "max_packet_size".into(),
+            reason: format!("must be between {MIN_PACKET_SIZE} and {MAX_PACKET_SIZE} bytes"),
+        });
+    }
     if c.resync.is_zero() || c.heartbeat.is_zero() {
         return Err(ConfigError::Invalid {
             key: "heartbeat/resync".into(),
@@ -406,7 +421,7 @@ mod tests {
             site = "file-site"
             node = "file-node"
             heartbeat = "20s"
-            max_packet_size = 2048
+            max_packet_size = 2097152
             broker = "mqtt://file:1883"
         "#;
         let env: HashMap<String, String> = [
@@ -421,7 +436,7 @@ mod tests {
         assert_eq!(c.site, "file-site");
         assert_eq!(c.node, "env-node");
         assert_eq!(c.heartbeat, Duration::from_secs(1));
-        assert_eq!(c.max_packet_size, 2048);
+        assert_eq!(c.max_packet_size, 2_097_152);
         assert_eq!(c.broker.map(|b| b.port), Some(1883));
     }
 
