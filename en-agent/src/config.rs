@@ -336,7 +336,15 @@ pub fn resolve(
             "tls_ca_file" => c.tls_ca_file = Some(PathBuf::from(v)),
             "max_packet_size" => c.max_packet_size = number(k, v)?,
             "container_prefix" => c.container_prefix = Some(v.to_owned()),
-            "disk_reserve_mb" => c.disk_reserve_bytes = number::<u64>(k, v)? << 20,
+            "disk_reserve_mb" => {
+                c.disk_reserve_bytes =
+                    number::<u64>(k, v)?.checked_mul(1 << 20).ok_or_else(|| {
+                        ConfigError::Invalid {
+                            key: k.clone(),
+                            reason: "too large".into(),
+                        }
+                    })?
+            }
             "disk_path" => c.disk_path = Some(PathBuf::from(v)),
             _ => {}
         }
