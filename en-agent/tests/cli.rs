@@ -280,6 +280,15 @@ fn invalid_configuration_exits_2_with_one_clear_line() {
         !err.contains("s3cret-pw"),
         "the password is not echoed: {err}"
     );
+    // Numbers that would wrap or break every session are refused, not used.
+    for (key, value) in [
+        ("disk_reserve_mb", "18446744073709551615"),
+        ("max_packet_size", "100"),
+        ("max_packet_size", "1099511627776"),
+    ] {
+        let err = refused_config(dir.path(), &["--set", &format!("{key}={value}")]);
+        assert!(err.contains(key), "{key}={value}: {err}");
+    }
 }
 
 #[test]
