@@ -25,7 +25,7 @@ up: images
 	$(COMPOSE) up -d
 	@echo
 	@echo "edgefleet demo is up. Next:"
-	@echo "  make watch                      # MQTT traffic: fleet/$(SITE)/#  (or MQTT Explorer on 127.0.0.1:1883)"
+	@echo "  make watch                      # MQTT traffic: fleet/$(SITE)/#  (MQTT Explorer: user viewer, docker/demo-keys/viewer.password)"
 	@echo "  make ps                         # containers the agents run"
 	@echo "  curl -s 127.0.0.1:8080/readyz   # the LO; /metrics too"
 	@echo "  edit examples/site/sites/$(SITE)/*.yaml, git commit, and watch the nodes change"
@@ -41,8 +41,9 @@ ps:
 	@docker ps -a --filter label=io.edgefleet.managed=true --filter label=io.edgefleet.site=$(SITE) \
 	  --format 'table {{.Names}}\t{{.Image}}\t{{.Status}}\t{{.Ports}}'
 
+# The demo broker requires logins (DEMO password, docker/demo-keys/README.md).
 watch:
-	mosquitto_sub -h 127.0.0.1 -p 1883 -v -t 'fleet/$(SITE)/#'
+	mosquitto_sub -h 127.0.0.1 -p 1883 -u viewer -P "$$(cat docker/demo-keys/viewer.password)" -v -t 'fleet/$(SITE)/#'
 
 config:
 	$(COMPOSE) config

@@ -163,14 +163,8 @@ pub fn spawn(
     runtime: Arc<dyn ContainerRuntime>,
     shutdown: CancellationToken,
 ) -> Result<AgentHandle, AgentError> {
-    let key = match config.public_key()? {
-        Some(k) => Some(
-            schemas::sign::verifying_key_from_base64(&k)
-                .map_err(|e| AgentError::Key(e.to_string()))?,
-        ),
-        None => None,
-    };
-    let store = Store::open(&config.state_dir, &config.site, &config.node, key)?;
+    let keys = config.keys().map_err(|e| AgentError::Key(e.to_string()))?;
+    let store = Store::open(&config.state_dir, &config.site, &config.node, keys.desired)?;
     let started = Instant::now();
     let (status_tx, status_rx) = watch::channel(None);
     // Small: the publisher drains it at once; a fleet simulator runs thousands of agents.
@@ -203,6 +197,7 @@ pub fn spawn(
             events_tx.subscribe(),
             counters.clone(),
             started,
+            keys.report,
         )
         .map_err(AgentError::Mqtt)?;
         tasks.spawn(session.run(shutdown.clone()));
@@ -218,6 +213,7 @@ pub fn spawn(
         resync: config.resync,
         started,
         rejected: None,
+        refusals: RefusalLog::default(),
         event_seq: 0,
         last_states: report::StateMap::new(),
     };
@@ -282,8 +278,56 @@ struct Core {
     resync: Duration,
     started: Instant,
     rejected: Option<ErrorInfo>,
+    refusals: RefusalLog,
     event_seq: u64,
     last_states: report::StateMap,
+}
+
+/// How often refused documents are summarised in the log at most.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Rate limit of the refusal log: a hostile writer can publish thousands of documents a
+/// second, and a warning each would flood the device's log (flash, journald). The first
+/// refusal of a quiet period is logged at once; later ones are counted and summarised in
+/// one line at most every [`REFUSAL_LOG_INTERVAL`].
+#[derive(Debug, Default)]
+struct RefusalLog {
+    /// When the last line was written.
+    last_line: Option<Instant>,
+    /// Refusals since that line, not logged yet.
+    unlogged: u64,
+    /// The latest of them.
+    last_reason: String,
+}
+
+impl RefusalLog {
+    /// Records one refusal; returns the number of refusals the caller should log in one
+    /// line now (`Some(n)`), or `None` when the line is held back.
+    fn record(&mut self, now: Instant, reason: &str) -> Option<u64> {
+        self.unlogged += 1;
+        self.last_reason = schemas::shorten(reason, 200);
+        self.flush(now)
+    }
+
+    /// `Some(n)` when a line is due (the interval passed and refusals are pending).
+    fn flush(&mut self, now: Instant) -> Option<u64> {
+        let due = self
+            .last_line
+            .is_none_or(|t| now.saturating_duration_since(t) >= REFUSAL_LOG_INTERVAL);
+        if self.unlogged == 0 || !due {
+            return None;
+        }
+        self.last_line = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+
+    /// When the held-back refusals are due for their summary line.
+    fn due_at(&self) -> Option<Instant> {
+        match (self.unlogged, self.last_line) {
+            (0, _) | (_, None) => None,
+            (_, Some(t)) => Some(t + REFUSAL_LOG_INTERVAL),
+        }
+    }
 }
 
 impl Core {
@@ -306,9 +350,11 @@ impl Core {
                 }
                 Ok(Err(rejection)) => {
                     bump(&self.counters.documents_rejected);
-                    tracing::warn!(reason = %rejection, applied_generation = self.store.generation(), "rejected desired document");
-                    self.rejected =
-                        Some(ErrorInfo::new(error_code::REJECTED, rejection.to_string()));
+                    let reason = rejection.to_string();
+                    if let Some(count) = self.refusals.record(Instant::now(), &reason) {
+                        self.log_refusals(count);
+                    }
+                    self.rejected = Some(ErrorInfo::new(error_code::REJECTED, reason));
                 }
                 Err(e) => {
                     // Not persisted, so not applied: the broker's retained copy comes back.
@@ -318,6 +364,16 @@ impl Core {
                 }
             }
         }
+    }
+
+    fn log_refusals(&self, count: u64) {
+        tracing::warn!(
+            refused = count,
+            refused_total = Counters::get(&self.counters.documents_rejected),
+            last_reason = %self.refusals.last_reason,
+            applied_generation = self.store.generation(),
+            "rejected desired document(s)"
+        );
     }
 
     fn publish(&mut self, plan: &Plan, observed: &Observed) {
@@ -422,6 +478,12 @@ impl Core {
             if let Some(w) = plan.wake_at {
                 wake = wake.min(Instant::from_std(w));
             }
+            if let Some(count) = self.refusals.flush(Instant::now()) {
+                self.log_refusals(count);
+            }
+            if let Some(w) = self.refusals.due_at() {
+                wake = wake.min(w);
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.inbox.notify.notified() => {}
@@ -429,5 +491,38 @@ impl Core {
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_log_writes_the_first_line_then_one_summary_per_minute() {
+        let t0 = Instant::now();
+        let mut log = RefusalLog::default();
+        assert_eq!(log.record(t0, "first"), Some(1));
+        // A flood within the minute: held back, counted.
+        for i in 0..10_000u64 {
+            let at = t0 + Duration::from_millis(i);
+            assert_eq!(log.record(at, "again"), None);
+        }
+        assert_eq!(log.due_at(), Some(t0 + REFUSAL_LOG_INTERVAL));
+        assert_eq!(log.flush(t0 + Duration::from_secs(59)), None);
+        assert_eq!(log.flush(t0 + REFUSAL_LOG_INTERVAL), Some(10_000));
+        assert_eq!(log.last_reason, "again");
+        // Nothing pending: no line, no wake-up.
+        assert_eq!(log.flush(t0 + Duration::from_secs(600)), None);
+        assert_eq!(log.due_at(), None);
+        // A refusal after a quiet period is logged at once.
+        assert_eq!(log.record(t0 + Duration::from_secs(600), "late"), Some(1));
+    }
+
+    #[test]
+    fn refusal_log_keeps_reasons_short() {
+        let mut log = RefusalLog::default();
+        log.record(Instant::now(), &"x".repeat(1 << 20));
+        assert!(log.last_reason.len() < 300);
     }
 }

@@ -26,6 +26,8 @@ pub const KEYS: &[&str] = &[
     "keep_alive",
     "public_key",
     "public_key_file",
+    "report_signing_key_file",
+    "broker_password_file",
     "tls_ca_file",
     "max_packet_size",
     "container_prefix",
@@ -33,6 +35,13 @@ pub const KEYS: &[&str] = &[
     "disk_path",
     "stop_timeout",
 ];
+
+/// Smallest `max_packet_size` accepted (64 KiB).
+pub const MIN_PACKET_SIZE: usize = 64 << 10;
+
+/// Largest `max_packet_size` accepted: a desired document is at most 4 MiB
+/// ([`crate::store::MAX_DOCUMENT_BYTES`]); room for the topic and headers.
+pub const MAX_PACKET_SIZE: usize = (4 << 20) + (64 << 10);
 
 /// The resolved configuration of one agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +72,13 @@ pub struct Config {
     pub public_key: Option<String>,
     /// File holding that key.
     pub public_key_file: Option<PathBuf>,
+    /// File holding this node's ed25519 private key (base64 of the 32-byte seed, as
+    /// `en-agent keygen` writes it); with it every report is signed. A path only: the key
+    /// itself never goes on the command line or in the environment (`ps`, logs).
+    pub report_signing_key_file: Option<PathBuf>,
+    /// File holding the broker password (replaces a password in `broker`), so the password
+    /// stays out of `ps`, the environment and logs.
+    pub broker_password_file: Option<PathBuf>,
     /// CA certificates (PEM) for `mqtts://`; default: the system store.
     pub tls_ca_file: Option<PathBuf>,
     /// Largest MQTT packet in and out (default 1 MiB).
@@ -94,6 +110,8 @@ impl Config {
             keep_alive: Duration::from_secs(30),
             public_key: None,
             public_key_file: None,
+            report_signing_key_file: None,
+            broker_password_file: None,
             tls_ca_file: None,
             max_packet_size: 1 << 20,
             container_prefix: None,
@@ -109,12 +127,75 @@ impl Config {
             return Ok(Some(k.clone()));
         }
         match &self.public_key_file {
-            Some(p) => std::fs::read_to_string(p)
-                .map(|s| Some(s.trim().to_owned()))
-                .map_err(|e| AgentError::Key(format!("{}: {e}", p.display()))),
+            Some(p) => read_key_file(p).map(Some).map_err(AgentError::Key),
             None => Ok(None),
         }
     }
+
+    /// Both keys, read and parsed: the one desired documents must be signed with and this
+    /// node's report signing key. The binary calls this at start so a missing or malformed
+    /// key file is a configuration error (exit code 2), not a crash loop later.
+    pub fn keys(&self) -> Result<Keys, ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            key: key.to_owned(),
+            reason,
+        };
+        let key_name = if self.public_key.is_some() {
+            "public_key"
+        } else {
+            "public_key_file"
+        };
+        let desired = match self
+            .public_key()
+            .map_err(|e| invalid(key_name, e.to_string()))?
+        {
+            Some(text) => Some(
+                schemas::sign::verifying_key_from_base64(&text)
+                    .map_err(|e| invalid(key_name, e.to_string()))?,
+            ),
+            None => None,
+        };
+        let report = match &self.report_signing_key_file {
+            Some(p) => {
+                let text = read_key_file(p).map_err(|e| invalid("report_signing_key_file", e))?;
+                Some(schemas::sign::signing_key_from_base64(&text).map_err(|e| {
+                    invalid("report_signing_key_file", format!("{}: {e}", p.display()))
+                })?)
+            }
+            None => None,
+        };
+        Ok(Keys { desired, report })
+    }
+}
+
+/// The parsed keys of a configuration (see [`Config::keys`]).
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    /// Desired documents must verify with this key.
+    pub desired: Option<schemas::sign::Ed25519VerifyingKey>,
+    /// Reports are signed with this key.
+    pub report: Option<schemas::sign::Ed25519SigningKey>,
+}
+
+/// Largest key file read: a key is 44 characters; a bound keeps a path to `/dev/zero` or a
+/// huge file from hanging or filling memory at start.
+const MAX_KEY_FILE_BYTES: u64 = 4096;
+
+/// Reads a key file (trimmed text), bounded.
+fn read_key_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_KEY_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if text.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(format!(
+            "{}: larger than {MAX_KEY_FILE_BYTES} bytes, not a key file",
+            path.display()
+        ));
+    }
+    Ok(text.trim().to_owned())
 }
 
 /// Why a configuration was refused.
@@ -246,13 +327,67 @@ pub fn resolve(
             "stop_timeout" => c.stop_timeout = duration(k, v)?,
             "public_key" => c.public_key = Some(v.to_owned()),
             "public_key_file" => c.public_key_file = Some(PathBuf::from(v)),
+            "broker_password_file" if !v.is_empty() => {
+                c.broker_password_file = Some(PathBuf::from(v))
+            }
+            "report_signing_key_file" if !v.is_empty() => {
+                c.report_signing_key_file = Some(PathBuf::from(v))
+            }
             "tls_ca_file" => c.tls_ca_file = Some(PathBuf::from(v)),
             "max_packet_size" => c.max_packet_size = number(k, v)?,
             "container_prefix" => c.container_prefix = Some(v.to_owned()),
-            "disk_reserve_mb" => c.disk_reserve_bytes = number::<u64>(k, v)? << 20,
+            "disk_reserve_mb" => {
+                c.disk_reserve_bytes =
+                    number::<u64>(k, v)?.checked_mul(1 << 20).ok_or_else(|| {
+                        ConfigError::Invalid {
+                            key: k.clone(),
+                            reason: "too large".into(),
+                        }
+                    })?
+            }
             "disk_path" => c.disk_path = Some(PathBuf::from(v)),
             _ => {}
         }
+    }
+    if let Some(p) = c.broker_password_file.clone() {
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: "broker_password_file".into(),
+            reason,
+        };
+        let broker = c
+            .broker
+            .as_mut()
+            .ok_or_else(|| invalid("set, but no broker is configured".into()))?;
+        if broker.username.is_none() {
+            return Err(invalid("the broker URL has no user name".into()));
+        }
+        let password = read_key_file(&p).map_err(invalid)?;
+        if password.is_empty() {
+            return Err(invalid(format!("{}: empty", p.display())));
+        }
+        broker.password = Some(password);
+    }
+    // A root with wildcards or empty levels would subscribe to other nodes' topics or
+    // publish where nobody listens.
+    schemas::validate_root(&c.topic_root).map_err(|e| ConfigError::Invalid {
+        key: "topic_root".into(),
+        reason: e.to_string(),
+    })?;
+    if let Some(id) = &c.client_id {
+        if id.is_empty() || id.len() > 128 {
+            return Err(ConfigError::Invalid {
+                key: "client_id".into(),
+                reason: "must be 1 to 128 characters".into(),
+            });
+        }
+    }
+    // Below 64 KiB ordinary documents would not fit: every retained desired document would
+    // break the session (rumqttc drops a connection on an oversized packet) in a loop.
+    if !(MIN_PACKET_SIZE..=MAX_PACKET_SIZE).contains(&c.max_packet_size) {
+        return Err(ConfigError::Invalid {
+            key: "max_packet_size".into(),
+            reason: format!("must be between {MIN_PACKET_SIZE} and {MAX_PACKET_SIZE} bytes"),
+        });
     }
     if c.resync.is_zero() || c.heartbeat.is_zero() {
         return Err(ConfigError::Invalid {
@@ -294,7 +429,7 @@ mod tests {
             site = "file-site"
             node = "file-node"
             heartbeat = "20s"
-            max_packet_size = 2048
+            max_packet_size = 2097152
             broker = "mqtt://file:1883"
         "#;
         let env: HashMap<String, String> = [
@@ -309,7 +444,7 @@ mod tests {
         assert_eq!(c.site, "file-site");
         assert_eq!(c.node, "env-node");
         assert_eq!(c.heartbeat, Duration::from_secs(1));
-        assert_eq!(c.max_packet_size, 2048);
+        assert_eq!(c.max_packet_size, 2_097_152);
         assert_eq!(c.broker.map(|b| b.port), Some(1883));
     }
 
@@ -336,6 +471,28 @@ mod tests {
             resolve(None, &env, &flags(&[("site", "s"), ("node", "a/b")])),
             Err(ConfigError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn broker_password_file_replaces_the_url_password() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "from-file\n").expect("write");
+        let c = resolve(
+            None,
+            &HashMap::new(),
+            &flags(&[
+                ("site", "s"),
+                ("node", "n"),
+                ("broker", "mqtt://node-1:old@broker:1883"),
+                ("broker_password_file", pw.to_str().expect("path")),
+            ]),
+        )
+        .expect("config");
+        let broker = c.broker.clone().expect("broker");
+        assert_eq!(broker.username.as_deref(), Some("node-1"));
+        assert_eq!(broker.password.as_deref(), Some("from-file"));
+        assert!(!format!("{c:?}").contains("from-file"), "Debug hides it");
     }
 
     #[test]

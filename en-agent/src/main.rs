@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use en_agent::runtime::docker::DockerRuntime;
+use schemas::sign::Ed25519SigningKey;
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -30,9 +31,32 @@ enum Command {
     /// endpoint answers /_ping within 3 s and the state directory is readable. Exit 0 or 1
     /// with one line on stderr. Writes nothing. For container healthchecks (FROM scratch).
     Healthcheck(Box<RunArgs>),
+    /// Make this node's report signing key: writes the private key (base64 of the 32-byte
+    /// seed) to FILE with mode 0600, refusing to overwrite, and prints the public key line
+    /// for the Node document (`spec.publicKey`). Point `report_signing_key_file` at FILE.
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long, default_value = "report-signing.key")]
+        out: PathBuf,
+        /// Also write the public key (base64, one line) to this file: what an agent's
+        /// `public_key_file` reads when the key is an LO's.
+        #[arg(long)]
+        public_out: Option<PathBuf>,
+        /// Also write the private key as `signing_key = "…"` (mode 0600) for `lo run
+        /// --config`: lets a container start make the LO's key (the images have no shell).
+        #[arg(long)]
+        lo_config_out: Option<PathBuf>,
+        /// When `--out` already holds a valid key, keep it and (re)write the other files
+        /// from it instead of failing: for a one-shot service run at every start.
+        #[arg(long)]
+        if_missing: bool,
+    },
     /// Print the version.
     Version,
 }
+
+/// Exit code of a refused configuration (flags, file, environment, key files).
+const EXIT_CONFIG: u8 = 2;
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
@@ -154,11 +178,87 @@ async fn shutdown_signal(token: CancellationToken) {
     token.cancel();
 }
 
+/// Creates `path` with `text`, mode 0600 when `secret`; `create_new`: never replaces a file.
+fn write_new(path: &std::path::Path, text: &str, secret: bool) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(if secret { 0o600 } else { 0o644 });
+    }
+    let mut file = options.open(path).with_context(|| {
+        format!(
+            "creating {} (an existing key is never overwritten)",
+            path.display()
+        )
+    })?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes `text` to `path` through a temp file and a rename (derived files, rewritten).
+fn replace_file(path: &std::path::Path, text: &str, secret: bool) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    write_new(&tmp, text, secret)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+/// The key in `out`, or a new one written there (0600, never overwriting a file).
+fn keygen(out: &std::path::Path, if_missing: bool) -> anyhow::Result<(Ed25519SigningKey, bool)> {
+    use std::io::Read as _;
+    if if_missing && out.exists() {
+        let text = std::fs::read_to_string(out)
+            .with_context(|| format!("reading the existing key {}", out.display()))?;
+        let key = schemas::sign::signing_key_from_base64(&text)
+            .with_context(|| format!("{} exists but is not a key", out.display()))?;
+        return Ok((key, false));
+    }
+    let mut seed = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut seed))
+        .context("reading /dev/urandom")?;
+    let key = Ed25519SigningKey::from_bytes(&seed);
+    write_new(
+        out,
+        &format!("{}\n", schemas::sign::signing_key_to_base64(&key)),
+        true,
+    )?;
+    Ok((key, true))
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Command::Version => {
             println!("en-agent {}", en_agent::agent::VERSION);
+            return Ok(());
+        }
+        Command::Keygen {
+            out,
+            public_out,
+            lo_config_out,
+            if_missing,
+        } => {
+            let (key, created) = keygen(&out, if_missing)?;
+            let public = schemas::sign::verifying_key_to_base64(&key.verifying_key());
+            if let Some(p) = &public_out {
+                replace_file(p, &format!("{public}\n"), false)?;
+            }
+            if let Some(p) = &lo_config_out {
+                let private = schemas::sign::signing_key_to_base64(&key);
+                replace_file(p, &format!("signing_key = \"{private}\"\n"), true)?;
+            }
+            eprintln!(
+                "private key {} {} (mode 0600): set report_signing_key_file to it",
+                if created { "written to" } else { "kept in" },
+                out.display()
+            );
+            println!("# the Node document of this node (Git):");
+            println!("spec.publicKey: {public}");
             return Ok(());
         }
         Command::Healthcheck(args) => {
@@ -179,7 +279,18 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => args,
     };
     init_logging(args.log_format);
-    let config = load_config(&args)?;
+    // A refused configuration exits 2 with one line, before anything starts: a supervisor
+    // restarting it would only repeat the same error.
+    let config = match load_config(&args).and_then(|c| {
+        c.keys()?;
+        Ok(c)
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: configuration: {e:#}");
+            std::process::exit(i32::from(EXIT_CONFIG));
+        }
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

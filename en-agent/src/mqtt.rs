@@ -17,7 +17,7 @@ use schemas::wire::{Event, Heartbeat, HeartbeatSchema, NodeStatus, Presence, Pre
 use schemas::{BrokerUrl, NodeChannel, Topics};
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
@@ -25,6 +25,67 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 const OFFLINE_EVENTS: usize = 256;
+
+/// Encodes reports, signing each when the node has a key: the signature binds topic,
+/// session epoch and a sequence number that increases with every signed message of the
+/// process (so also within each epoch, across all channels), which lets the LO refuse a
+/// replayed report. Shared by the poll loop (the Last Will, signed when it is set at
+/// CONNECT time) and the publisher (everything else).
+pub(crate) struct ReportEncoder {
+    key: Option<schemas::sign::Ed25519SigningKey>,
+    seq: AtomicU64,
+}
+
+impl std::fmt::Debug for ReportEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportEncoder")
+            .field("signing", &self.key.is_some())
+            .field("seq", &self.seq)
+            .finish()
+    }
+}
+
+impl ReportEncoder {
+    pub(crate) fn new(key: Option<schemas::sign::Ed25519SigningKey>) -> Self {
+        ReportEncoder {
+            key,
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    /// The JSON bytes of `report` for `topic`, signed with the next sequence number when
+    /// a key is configured.
+    fn encode<T: serde::Serialize>(&self, topic: &str, epoch: u64, report: &T) -> Vec<u8> {
+        let Some(key) = &self.key else {
+            return serde_json::to_vec(report).unwrap_or_default();
+        };
+        let mut value = match serde_json::to_value(report) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(topic, error = %e, "cannot encode report");
+                return Vec::new();
+            }
+        };
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        schemas::sign::sign_report(&mut value, topic, epoch, seq, key);
+        serde_json::to_vec(&value).unwrap_or_default()
+    }
+
+    /// The presence report of `epoch`.
+    fn presence(&self, topic: &str, online: bool, epoch: u64) -> Vec<u8> {
+        self.encode(
+            topic,
+            epoch,
+            &Presence {
+                signature: None,
+                schema: PresenceSchema::V1,
+                online,
+                epoch,
+                version: Some(VERSION.to_owned()),
+            },
+        )
+    }
+}
 
 /// One agent's broker session.
 pub struct Session {
@@ -42,6 +103,7 @@ pub struct Session {
     heartbeat: Duration,
     debounce: Duration,
     epoch: u64,
+    encoder: Arc<ReportEncoder>,
 }
 
 impl std::fmt::Debug for Session {
@@ -51,17 +113,6 @@ impl std::fmt::Debug for Session {
             .field("node", &self.node)
             .finish_non_exhaustive()
     }
-}
-
-fn presence(online: bool, epoch: u64) -> Vec<u8> {
-    serde_json::to_vec(&Presence {
-        signature: None,
-        schema: PresenceSchema::V1,
-        online,
-        epoch,
-        version: Some(VERSION.to_owned()),
-    })
-    .unwrap_or_default()
 }
 
 fn load_epoch(dir: &std::path::Path) -> u64 {
@@ -83,6 +134,7 @@ impl Session {
         events_rx: broadcast::Receiver<Event>,
         counters: Arc<Counters>,
         started: Instant,
+        report_key: Option<schemas::sign::Ed25519SigningKey>,
     ) -> Result<Self, String> {
         let topics = Topics::new(&config.topic_root);
         let client_id = config
@@ -100,13 +152,12 @@ impl Session {
             opts.set_transport(tls_transport(config)?);
         }
         // The first session uses the stored epoch + 1; it is persisted at CONNACK.
-        let epoch = load_epoch(&state_dir) + 1;
-        opts.set_last_will(LastWill::new(
-            topics.node(&config.site, &config.node, NodeChannel::Online),
-            presence(false, epoch),
-            QoS::AtLeastOnce,
-            true,
-        ));
+        let epoch = load_epoch(&state_dir).saturating_add(1);
+        let encoder = Arc::new(ReportEncoder::new(report_key));
+        let online_topic = topics.node(&config.site, &config.node, NodeChannel::Online);
+        // The Will is signed now, at CONNECT time, with the sequence number it gets now.
+        let will = encoder.presence(&online_topic, false, epoch);
+        opts.set_last_will(LastWill::new(online_topic, will, QoS::AtLeastOnce, true));
         let (client, eventloop) = AsyncClient::new(opts, 256);
         Ok(Session {
             client,
@@ -123,6 +174,7 @@ impl Session {
             heartbeat: config.heartbeat,
             debounce: config.status_debounce,
             epoch,
+            encoder,
         })
     }
 
@@ -143,13 +195,16 @@ impl Session {
             heartbeat,
             debounce,
             epoch,
+            encoder,
         } = self;
         let desired_topic = topics.node(&site, &node, NodeChannel::Desired);
         let online_topic = topics.node(&site, &node, NodeChannel::Online);
         // Session number and epoch; 0 = disconnected.
         let (session_tx, session_rx) = watch::channel((0u64, 0u64));
         let poll_stop = CancellationToken::new();
-        let poll = tokio::spawn(poll_loop(
+        // Aborted when this future is dropped (an agent handle dropped without a shutdown):
+        // a detached poll loop would keep a zombie session, and its Will, alive forever.
+        let mut poll = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(poll_loop(
             eventloop,
             PollCtx {
                 desired_topic: desired_topic.clone(),
@@ -160,8 +215,9 @@ impl Session {
                 epoch,
                 counters: counters.clone(),
                 stop: poll_stop.clone(),
+                encoder: encoder.clone(),
             },
-        ));
+        )));
         let publisher = Publisher {
             client: client.clone(),
             status_topic: topics.node(&site, &node, NodeChannel::Status),
@@ -171,6 +227,7 @@ impl Session {
             online_topic,
             counters,
             started,
+            encoder,
         };
         publisher
             .run(
@@ -178,7 +235,7 @@ impl Session {
             )
             .await;
         // Let the poll loop flush the offline presence and the DISCONNECT.
-        if tokio::time::timeout(Duration::from_secs(3), poll)
+        if tokio::time::timeout(Duration::from_secs(3), &mut poll)
             .await
             .is_err()
         {
@@ -197,6 +254,7 @@ struct PollCtx {
     epoch: u64,
     counters: Arc<Counters>,
     stop: CancellationToken,
+    encoder: Arc<ReportEncoder>,
 }
 
 async fn poll_loop(mut eventloop: rumqttc::EventLoop, ctx: PollCtx) {
@@ -254,11 +312,11 @@ async fn poll_loop(mut eventloop: rumqttc::EventLoop, ctx: PollCtx) {
                 ctx.session_tx.send_replace((sessions, 0));
                 if connected_once_with_epoch {
                     // A new session gets a new epoch, so a late Will of the old one is stale.
-                    epoch += 1;
+                    epoch = epoch.saturating_add(1);
                     connected_once_with_epoch = false;
                     eventloop.mqtt_options.set_last_will(LastWill::new(
                         ctx.online_topic.clone(),
-                        presence(false, epoch),
+                        ctx.encoder.presence(&ctx.online_topic, false, epoch),
                         QoS::AtLeastOnce,
                         true,
                     ));
@@ -283,6 +341,7 @@ struct Publisher {
     online_topic: String,
     counters: Arc<Counters>,
     started: Instant,
+    encoder: Arc<ReportEncoder>,
 }
 
 impl Publisher {
@@ -324,7 +383,7 @@ impl Publisher {
                     let (_, epoch) = *session_rx.borrow_and_update();
                     connected_epoch = epoch;
                     if epoch != 0 {
-                        self.send(&self.online_topic, true, presence(true, epoch));
+                        self.send(&self.online_topic, true, self.encoder.presence(&self.online_topic, true, epoch));
                         if let Err(e) = self.client.try_subscribe(self.desired_topic.clone(), QoS::AtLeastOnce) {
                             tracing::warn!(error = %e, "cannot subscribe to desired");
                         }
@@ -332,7 +391,7 @@ impl Publisher {
                         last_published = None;
                         status_due = Some(Instant::now());
                         while let Some(e) = offline.pop_front() {
-                            let bytes = serde_json::to_vec(&e).unwrap_or_default();
+                            let bytes = self.encoder.encode(&self.events_topic, epoch, &e);
                             if !self.send(&self.events_topic, false, bytes) {
                                 self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
                             }
@@ -354,7 +413,8 @@ impl Publisher {
                         if fresh {
                             s.agent.uptime_s = self.started.elapsed().as_secs();
                             s.reported_at = schemas::now_rfc3339();
-                            if self.send(&self.status_topic, true, serde_json::to_vec(&s).unwrap_or_default()) {
+                            let bytes = self.encoder.encode(&self.status_topic, connected_epoch, &s);
+                            if self.send(&self.status_topic, true, bytes) {
                                 self.counters.status_published.fetch_add(1, Ordering::Relaxed);
                                 last_published = Some(s);
                             } else {
@@ -366,7 +426,7 @@ impl Publisher {
                 e = events_rx.recv() => match e {
                     Ok(e) => {
                         if connected_epoch != 0 {
-                            let bytes = serde_json::to_vec(&e).unwrap_or_default();
+                            let bytes = self.encoder.encode(&self.events_topic, connected_epoch, &e);
                             if !self.send(&self.events_topic, false, bytes) {
                                 self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
                             }
@@ -398,13 +458,17 @@ impl Publisher {
                             observed_generation: generation,
                             converged,
                         };
-                        self.send(&self.heartbeat_topic, false, serde_json::to_vec(&h).unwrap_or_default());
+                        let bytes = self.encoder.encode(&self.heartbeat_topic, connected_epoch, &h);
+                        self.send(&self.heartbeat_topic, false, bytes);
                     }
                 }
             }
         }
         if connected_epoch != 0 {
-            self.send(&self.online_topic, true, presence(false, connected_epoch));
+            let bytes = self
+                .encoder
+                .presence(&self.online_topic, false, connected_epoch);
+            self.send(&self.online_topic, true, bytes);
         }
         let _ = self.client.try_disconnect();
     }

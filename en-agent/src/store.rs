@@ -14,6 +14,27 @@ use std::path::{Path, PathBuf};
 /// Largest desired document accepted (bytes).
 pub const MAX_DOCUMENT_BYTES: usize = 4 << 20;
 
+/// Highest generation accepted: 2^53 - 1, the largest integer every JSON reader keeps
+/// exactly. The LO never issues above it, so a document above it is hostile: applying it
+/// would pin the agent above every future LO generation (all refused as stale).
+pub const MAX_GENERATION: u64 = (1 << 53) - 1;
+
+/// Most deployments in one document.
+pub const MAX_DEPLOYMENTS: usize = 256;
+
+/// Most components in one document (all deployments together). Checking content is
+/// quadratic in the components of a deployment (dependency order), so this bounds its cost.
+pub const MAX_COMPONENTS: usize = 1024;
+
+/// Most attempts per operation a policy may ask for.
+pub const MAX_ATTEMPTS: u32 = 1_000;
+
+/// Longest first retry delay a policy may ask for (1 h; backoff is capped at 5 min anyway).
+pub const MAX_BACKOFF_MS: u64 = 3_600_000;
+
+/// Longest healthcheck interval, timeout or start period (1 day).
+pub const MAX_HEALTHCHECK_MS: u64 = 86_400_000;
+
 /// Why a desired document was refused. Nothing changes when one is.
 #[derive(Debug, thiserror::Error)]
 pub enum Rejection {
@@ -45,9 +66,12 @@ pub enum Rejection {
     /// Signature missing or wrong while a key is configured.
     #[error("signature refused: {0}")]
     Signature(#[from] sign::SignatureError),
-    /// Content inconsistent (names, spec hashes, dependencies).
+    /// Content inconsistent (names, spec hashes, dependencies) or a value out of range.
     #[error("invalid document: {0}")]
     Invalid(String),
+    /// Generation above [`MAX_GENERATION`].
+    #[error("generation {0} is above the highest generation {MAX_GENERATION}")]
+    GenerationTooHigh(u64),
 }
 
 /// Errors of the state directory itself.
@@ -108,15 +132,33 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 
 /// Checks a document's content: names, spec hashes, dependencies (known, acyclic).
 pub fn check_content(doc: &DesiredState) -> Result<(), String> {
+    if doc.deployments.len() > MAX_DEPLOYMENTS {
+        return Err(format!(
+            "{} deployments exceed the limit of {MAX_DEPLOYMENTS}",
+            doc.deployments.len()
+        ));
+    }
+    let components: usize = doc.deployments.iter().map(|d| d.components.len()).sum();
+    if components > MAX_COMPONENTS {
+        return Err(format!(
+            "{components} components exceed the limit of {MAX_COMPONENTS}"
+        ));
+    }
     let mut deps = BTreeSet::new();
     for d in &doc.deployments {
         validate_name(&d.name).map_err(|e| e.to_string())?;
         if !deps.insert(d.name.as_str()) {
             return Err(format!("deployment {} appears twice", d.name));
         }
-        if d.policy.attempts == 0 {
+        if d.policy.attempts == 0 || d.policy.attempts > MAX_ATTEMPTS {
             return Err(format!(
-                "deployment {}: policy.attempts must be at least 1",
+                "deployment {}: policy.attempts must be between 1 and {MAX_ATTEMPTS}",
+                d.name
+            ));
+        }
+        if d.policy.backoff_ms > MAX_BACKOFF_MS {
+            return Err(format!(
+                "deployment {}: policy.backoffMs must be at most {MAX_BACKOFF_MS}",
                 d.name
             ));
         }
@@ -126,6 +168,8 @@ pub fn check_content(doc: &DesiredState) -> Result<(), String> {
         }
         for c in &d.components {
             validate_name(&c.name).map_err(|e| format!("deployment {}: {e}", d.name))?;
+            check_numbers(c)
+                .map_err(|e| format!("deployment {} component {}: {e}", d.name, c.name))?;
             if !c.hash_is_valid() {
                 return Err(format!(
                     "deployment {} component {}: specHash does not match the spec",
@@ -152,6 +196,40 @@ pub fn check_content(doc: &DesiredState) -> Result<(), String> {
             }
             seen.insert(c.name.as_str());
         }
+    }
+    Ok(())
+}
+
+/// The numbers of a component that reach Docker as signed integers or durations: refused
+/// when out of range rather than wrapped, saturated or silently dropped (a memory limit
+/// that does not fit Docker's i64 would otherwise mean no limit at all).
+fn check_numbers(c: &schemas::Component) -> Result<(), String> {
+    let i64_max = i64::MAX.unsigned_abs();
+    if let Some(m) = c.resources.memory_bytes {
+        if m == 0 || m > i64_max {
+            return Err(format!("memoryBytes {m} is out of range (1..={i64_max})"));
+        }
+    }
+    if let Some(n) = c.resources.nano_cpus {
+        if n == 0 || n > i64_max {
+            return Err(format!("nanoCpus {n} is out of range (1..={i64_max})"));
+        }
+    }
+    if let Some(h) = &c.healthcheck {
+        for (field, ms) in [
+            ("intervalMs", h.interval_ms),
+            ("timeoutMs", h.timeout_ms),
+            ("startPeriodMs", h.start_period_ms),
+        ] {
+            if ms > MAX_HEALTHCHECK_MS {
+                return Err(format!(
+                    "healthcheck.{field} {ms} is above {MAX_HEALTHCHECK_MS}"
+                ));
+            }
+        }
+    }
+    if let Some(p) = c.ports.iter().find(|p| p.container == 0) {
+        return Err(format!("port mapping {p:?}: container port 0"));
     }
     Ok(())
 }
@@ -205,16 +283,22 @@ impl Store {
         if bytes.len() > MAX_DOCUMENT_BYTES {
             return Err(Rejection::TooLarge(bytes.len()));
         }
-        let doc: DesiredState =
-            serde_json::from_slice(bytes).map_err(|e| Rejection::Malformed(e.to_string()))?;
+        // serde_json refuses nesting deeper than 128 levels, so a deep document costs a
+        // bounded recursion; the size limit above bounds everything else.
+        let doc: DesiredState = serde_json::from_slice(bytes)
+            .map_err(|e| Rejection::Malformed(schemas::shorten(&e.to_string(), 200)))?;
         if doc.site != self.site || doc.node != self.node {
+            // Shortened: the names come from the wire and end up in status and logs.
             return Err(Rejection::Foreign {
-                site: doc.site,
-                node: doc.node,
+                site: schemas::shorten(&doc.site, 80),
+                node: schemas::shorten(&doc.node, 80),
             });
         }
         if let Some(key) = &self.key {
             sign::verify(&doc, key)?;
+        }
+        if doc.generation > MAX_GENERATION {
+            return Err(Rejection::GenerationTooHigh(doc.generation));
         }
         check_content(&doc).map_err(Rejection::Invalid)?;
         Ok(doc)
