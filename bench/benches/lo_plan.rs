@@ -80,6 +80,7 @@ fn converged_status(site: &str, node: &str, nd: &NodeDesired) -> NodeStatus {
             error: None,
         },
         agent: AgentInfo {
+            rejected_documents: 0,
             version: "0.1.0".to_owned(),
             uptime_s: 1,
         },

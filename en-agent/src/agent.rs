@@ -386,6 +386,7 @@ impl Core {
             AgentInfo {
                 version: VERSION.to_owned(),
                 uptime_s: self.started.elapsed().as_secs(),
+                rejected_documents: Counters::get(&self.counters.documents_rejected),
             },
             self.rejected.clone(),
             schemas::now_rfc3339(),

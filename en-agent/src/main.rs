@@ -42,10 +42,6 @@ enum Command {
         /// `public_key_file` reads when the key is an LO's.
         #[arg(long)]
         public_out: Option<PathBuf>,
-        /// Also write the private key as `signing_key = "…"` (mode 0600) for `lo run
-        /// --config`: lets a container start make the LO's key (the images have no shell).
-        #[arg(long)]
-        lo_config_out: Option<PathBuf>,
         /// When `--out` already holds a valid key, keep it and (re)write the other files
         /// from it instead of failing: for a one-shot service run at every start.
         #[arg(long)]
@@ -240,17 +236,12 @@ fn main() -> anyhow::Result<()> {
         Command::Keygen {
             out,
             public_out,
-            lo_config_out,
             if_missing,
         } => {
             let (key, created) = keygen(&out, if_missing)?;
             let public = schemas::sign::verifying_key_to_base64(&key.verifying_key());
             if let Some(p) = &public_out {
                 replace_file(p, &format!("{public}\n"), false)?;
-            }
-            if let Some(p) = &lo_config_out {
-                let private = schemas::sign::signing_key_to_base64(&key);
-                replace_file(p, &format!("signing_key = \"{private}\"\n"), true)?;
             }
             eprintln!(
                 "private key {} {} (mode 0600): set report_signing_key_file to it",

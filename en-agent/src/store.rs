@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 /// Largest desired document accepted (bytes).
 pub const MAX_DOCUMENT_BYTES: usize = 4 << 20;
 
-/// Highest generation accepted: 2^53 - 1, the largest integer every JSON reader keeps
-/// exactly. The LO never issues above it, so a document above it is hostile: applying it
-/// would pin the agent above every future LO generation (all refused as stale).
-pub const MAX_GENERATION: u64 = (1 << 53) - 1;
+/// Highest generation accepted (the contract's): the LO never issues above it, so a document
+/// above it is hostile: applying it would pin the agent above every future LO generation
+/// (all refused as stale).
+pub use schemas::MAX_GENERATION;
 
 /// Most deployments in one document.
 pub const MAX_DEPLOYMENTS: usize = 256;

@@ -314,12 +314,11 @@ fn missing_or_malformed_key_files_exit_2() {
 }
 
 #[test]
-fn keygen_if_missing_keeps_the_key_and_writes_the_public_and_lo_config_files() {
+fn keygen_if_missing_keeps_the_key_and_writes_the_public_file() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().expect("tempdir");
     let key = dir.path().join("lo.key");
     let public = dir.path().join("lo.pub");
-    let lo_config = dir.path().join("lo.toml");
     let args = [
         "keygen",
         "--if-missing",
@@ -327,20 +326,13 @@ fn keygen_if_missing_keeps_the_key_and_writes_the_public_and_lo_config_files() {
         key.to_str().expect("path"),
         "--public-out",
         public.to_str().expect("path"),
-        "--lo-config-out",
-        lo_config.to_str().expect("path"),
     ];
     let first = run(&args);
     assert!(first.status.success(), "{}", stderr(&first));
     let private = std::fs::read_to_string(&key).expect("key");
     let pub_text = std::fs::read_to_string(&public).expect("public");
-    let toml = std::fs::read_to_string(&lo_config).expect("lo config");
-    assert_eq!(toml.trim(), format!("signing_key = \"{}\"", private.trim()));
-    let mode = std::fs::metadata(&lo_config)
-        .expect("meta")
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600, "the LO config holds the private key");
+    let mode = std::fs::metadata(&key).expect("meta").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the private key is the owner's only");
     let signing = schemas::sign::signing_key_from_base64(&private).expect("key");
     assert_eq!(
         pub_text.trim(),

@@ -74,6 +74,8 @@ impl Rig {
         let s = self
             .until(&format!("refusal: {reason}"), |s| {
                 Counters::get(&counters.documents_rejected) > before
+                    // The count is in the status, for people and the LO.
+                    && s.agent.rejected_documents > before
                     && s.rejected
                         .as_ref()
                         .is_some_and(|r| r.message.contains(reason))

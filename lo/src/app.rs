@@ -37,9 +37,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Largest site status published; above it, converged online nodes are left out.
 const MAX_STATUS_BYTES: usize = 192 * 1024;
 
-/// Largest generation the LO issues or follows: 2^53 - 1, the largest integer every JSON
-/// reader keeps exactly. Documented in `docs/protocol.md`; agents refuse documents above it.
-pub const MAX_GENERATION: u64 = (1 << 53) - 1;
+/// Largest generation the LO issues or follows (the contract's, see `docs/protocol.md`).
+pub use schemas::MAX_GENERATION;
 /// Largest jump above our own generation that a desired document read back from the broker
 /// makes us follow (the state dir was lost and the broker still holds newer documents). A
 /// larger jump is what someone else wrote: it is ignored and logged, never followed, so one
@@ -454,13 +453,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         shutdown.clone(),
     ));
 
-    let signing = match &cfg.signing_key {
-        Some(k) => Some(
-            schemas::sign::signing_key_from_base64(k)
-                .map_err(|e| crate::config::ConfigError::Value(e.to_string()))?,
-        ),
-        None => None,
-    };
+    let signing = cfg.signing()?;
     let book = store.data.bookkeeping();
     let published = store.data.published();
     let engine = Engine {

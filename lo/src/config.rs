@@ -92,6 +92,9 @@ pub struct Config {
     pub allow_mass_delete: bool,
     /// Base64 of a 32-byte ed25519 seed: sign every desired document.
     pub signing_key: Option<String>,
+    /// A file holding `signing_key` (what `lo keygen` or `en-agent keygen --out` writes);
+    /// keeps the key out of the environment. Exclusive with `signing_key`.
+    pub signing_key_file: Option<PathBuf>,
     /// Key id put in signatures.
     pub signing_key_id: String,
     /// Log format.
@@ -126,6 +129,7 @@ impl Default for Config {
             allow_empty: false,
             allow_mass_delete: false,
             signing_key: None,
+            signing_key_file: None,
             signing_key_id: "lo".into(),
             log_format: LogFormat::Text,
             max_packet_size: 1024 * 1024,
@@ -160,8 +164,7 @@ impl Config {
                 ))
             }
             (Some(t), None) => t.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| ConfigError::Value(format!("http_auth_file {}: {e}", path.display())))?
+            (None, Some(path)) => read_secret_file(path, "http_auth_file")?
                 .lines()
                 .next()
                 .unwrap_or_default()
@@ -234,12 +237,45 @@ impl Config {
                 self.limits.max_desired_bytes, self.max_packet_size
             )));
         }
-        if let Some(k) = &self.signing_key {
-            schemas::sign::signing_key_from_base64(k)
-                .map_err(|e| ConfigError::Value(format!("signing_key: {e}")))?;
-        }
+        self.signing()?;
         Ok(())
     }
+
+    /// The desired-document signing key, from `signing_key` or `signing_key_file` (read
+    /// now), if any.
+    pub fn signing(&self) -> Result<Option<ed25519_dalek::SigningKey>, ConfigError> {
+        let text = match (&self.signing_key, &self.signing_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Value(
+                    "signing_key and signing_key_file are exclusive".into(),
+                ))
+            }
+            (Some(k), None) => k.clone(),
+            (None, Some(path)) => read_secret_file(path, "signing_key_file")?,
+            (None, None) => return Ok(None),
+        };
+        schemas::sign::signing_key_from_base64(text.trim())
+            .map(Some)
+            .map_err(|e| ConfigError::Value(format!("signing key: {e}")))
+    }
+}
+
+/// Reads a small secret file (a key, a `user:password` line): at most 4 KiB, so a
+/// misconfigured `/dev/zero` or a log file cannot hang or exhaust the LO at start.
+fn read_secret_file(path: &std::path::Path, key: &str) -> Result<String, ConfigError> {
+    use std::io::Read;
+    const MAX: u64 = 4096;
+    let err =
+        |e: &dyn std::fmt::Display| ConfigError::Value(format!("{key} {}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| err(&e))?;
+    let mut text = String::new();
+    file.take(MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| err(&e))?;
+    if text.len() as u64 > MAX {
+        return Err(err(&"larger than 4 KiB: not a key or credentials file"));
+    }
+    Ok(text)
 }
 
 /// The error for an invalid broker URL. `BrokerUrlError` redacts what it recognises as a URL
@@ -471,6 +507,29 @@ mod tests {
         );
         c.http_auth = Some("a:b".into());
         assert!(c.validate().is_err(), "both set");
+    }
+
+    #[test]
+    fn signing_key_from_a_file_bounded_and_exclusive() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lo.key");
+        let key =
+            schemas::sign::signing_key_to_base64(&ed25519_dalek::SigningKey::from_bytes(&[3; 32]));
+        std::fs::write(&path, format!("{key}\n")).expect("write");
+        let mut c = base();
+        c.signing_key_file = Some(path.clone());
+        let k = c.signing().expect("reads").expect("a key");
+        assert_eq!(k.to_bytes(), [3; 32]);
+        c.signing_key = Some(key);
+        assert!(c.validate().is_err(), "both set");
+        c.signing_key = None;
+        // A huge or endless file is refused at start, not read whole.
+        c.signing_key_file = Some("/dev/zero".into());
+        let err = c.validate().expect_err("endless").to_string();
+        assert!(err.contains("larger than 4 KiB"), "{err}");
+        std::fs::write(&path, "bm90IGEga2V5").expect("write");
+        c.signing_key_file = Some(path);
+        assert!(c.validate().is_err(), "not a key");
     }
 
     #[test]

@@ -1083,6 +1083,7 @@ mod tests {
                 error: None,
             },
             agent: AgentInfo {
+                rejected_documents: 0,
                 version: "0".into(),
                 uptime_s: 0,
             },

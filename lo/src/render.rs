@@ -344,22 +344,46 @@ pub struct PublishedRecord {
 
 /// The generation to publish `content_hash` under: `None` when the node already has it
 /// (same content, and no higher generation seen elsewhere), else the next one, above
-/// both the last persisted and the highest seen on the broker (`floor`).
+/// both the last persisted and the highest seen on the broker (`floor`). Never above
+/// [`schemas::MAX_GENERATION`] (`None` then: the node keeps its document, rather than a
+/// wrapped or refused generation; unreachable in practice, as the floor only follows
+/// bounded steps).
 pub fn next_generation(
     prev: Option<&PublishedRecord>,
     content_hash: &str,
     floor: u64,
 ) -> Option<u64> {
-    match prev {
-        Some(p) if p.content_hash == content_hash && p.generation >= floor => None,
-        Some(p) => Some(p.generation.max(floor) + 1),
-        None => Some(floor + 1),
-    }
+    let next = match prev {
+        Some(p) if p.content_hash == content_hash && p.generation >= floor => return None,
+        Some(p) => p.generation.max(floor).checked_add(1),
+        None => floor.checked_add(1),
+    };
+    next.filter(|g| *g <= schemas::MAX_GENERATION)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generations_never_wrap_nor_pass_the_maximum() {
+        let rec = |generation| PublishedRecord {
+            generation,
+            content_hash: "h".into(),
+            issued_at: String::new(),
+            published_ms: 0,
+            rollout: false,
+        };
+        assert_eq!(next_generation(None, "h", 0), Some(1));
+        assert_eq!(next_generation(Some(&rec(4)), "h", 0), None);
+        assert_eq!(next_generation(Some(&rec(4)), "x", 0), Some(5));
+        assert_eq!(next_generation(Some(&rec(4)), "h", 9), Some(10));
+        let max = schemas::MAX_GENERATION;
+        assert_eq!(next_generation(Some(&rec(max - 1)), "x", 0), Some(max));
+        assert_eq!(next_generation(Some(&rec(max)), "x", 0), None);
+        assert_eq!(next_generation(Some(&rec(u64::MAX)), "x", 0), None);
+        assert_eq!(next_generation(None, "x", u64::MAX), None);
+    }
 
     fn site(files: &[(&str, &str)]) -> SiteDocs {
         schemas::git::load_site("s1", files.iter().map(|(a, b)| (*a, *b))).expect("valid site")

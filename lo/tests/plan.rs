@@ -84,6 +84,7 @@ fn status(node: &str, generation: u64, deps: Vec<DeploymentStatus>) -> NodeStatu
             error: None,
         },
         agent: AgentInfo {
+            rejected_documents: 0,
             version: "0".into(),
             uptime_s: 1,
         },

@@ -51,21 +51,30 @@ pub struct BrokerUrlError {
 
 /// A URL as it may be shown: the password (or token) of its user part replaced by `***`,
 /// and at most 256 characters. `https://user:tok@host/x` → `https://user:***@host/x`;
-/// `https://tok@host` → `https://***@host`. Text that is not a URL is only shortened.
+/// `https://tok@host` → `https://***@host`; `mqtt://u:pa/ss@h` → `mqtt://u:***@h`; without
+/// `://` (`mqtt:u:pw@h`, `u:pw@h`) everything before the last `@` is hidden. Errs on the
+/// side of hiding: the user part ends at the last `@` before any `?` or `#`, so a password
+/// holding `/` or `@` is hidden whole; a `/…@` with no `:` before it is a path, kept.
 pub fn redact_url(url: &str) -> String {
-    let shown = match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            let (authority, path) = rest.split_at(end);
-            match authority.rsplit_once('@') {
-                Some((user, host)) => {
-                    let user = match user.split_once(':') {
-                        Some((u, _)) => format!("{u}:***"),
-                        None => "***".to_owned(),
-                    };
-                    format!("{scheme}://{user}@{host}{path}")
-                }
-                None => url.to_owned(),
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let shown = match rest[..end].rfind('@') {
+        Some(at) => {
+            let (user, host) = (&rest[..at], &rest[at + 1..]);
+            let user = match (scheme, user.split_once(':')) {
+                (Some(_), Some((name, _))) if !name.contains('/') => Some(format!("{name}:***")),
+                (_, Some(_)) => Some("***".to_owned()),
+                // `https://host/path@x`: no credential, only a path with an `@`.
+                (Some(_), None) if user.contains('/') => None,
+                (_, None) => Some("***".to_owned()),
+            };
+            match (user, scheme) {
+                (Some(user), Some(scheme)) => format!("{scheme}://{user}@{host}"),
+                (Some(user), None) => format!("{user}@{host}"),
+                (None, _) => url.to_owned(),
             }
         }
         None => url.to_owned(),
@@ -73,18 +82,24 @@ pub fn redact_url(url: &str) -> String {
     crate::names::shorten(&shown, 256)
 }
 
-/// Replaces every URL with credentials inside `text` (an error message of git, say) by its
-/// [`redact_url`] form.
+/// Replaces every URL or `user:secret@host` with credentials inside `text` (an error
+/// message of git, say) by its [`redact_url`] form.
 pub fn redact_urls_in(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for (i, word) in text.split(' ').enumerate() {
         if i > 0 {
             out.push(' ');
         }
-        if word.contains("://") && word.contains('@') {
-            let start = word.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(0);
+        if word.contains('@') && (word.contains("://") || word.contains(':')) {
+            let start = word.find(|c: char| c.is_ascii_alphanumeric()).unwrap_or(0);
+            // Quotes and punctuation around the URL stay as they are.
+            let end = word
+                .rfind(|c: char| c.is_ascii_alphanumeric() || c == '/')
+                .map_or(word.len(), |e| e + 1)
+                .max(start);
             out.push_str(&word[..start]);
-            out.push_str(&redact_url(&word[start..]));
+            out.push_str(&redact_url(&word[start..end]));
+            out.push_str(&word[end..]);
         } else {
             out.push_str(word);
         }

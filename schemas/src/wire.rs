@@ -144,6 +144,12 @@ pub struct ReportSignature {
     pub value: String,
 }
 
+/// Largest generation anyone issues or accepts: 2^53 - 1, the largest integer every JSON
+/// reader keeps exactly. The LO never issues above it and follows nothing above it; agents
+/// refuse documents above it, so one forged message cannot pin a node above every future
+/// generation.
+pub const MAX_GENERATION: u64 = (1 << 53) - 1;
+
 /// `<root>/<site>/nodes/<node>/desired`: what a node must run. Retained, QoS 1, from the LO.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
@@ -324,6 +330,14 @@ pub struct AgentInfo {
     pub version: String,
     /// Seconds since the agent started.
     pub uptime_s: u64,
+    /// Desired documents refused since the agent started (replays, downgrades, bad or
+    /// missing signatures, limits); `rejected` says why the last one was.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub rejected_documents: u64,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The container runtime as the agent last saw it.

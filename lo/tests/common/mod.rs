@@ -312,6 +312,7 @@ pub fn status_for(doc: &DesiredState, failed: Option<&str>) -> NodeStatus {
             error: None,
         },
         agent: AgentInfo {
+            rejected_documents: 0,
             version: "test".into(),
             uptime_s: 1,
         },
