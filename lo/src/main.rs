@@ -48,7 +48,9 @@ enum Command {
         #[arg(long)]
         site_path: Option<String>,
         /// Plan against the retained status on this broker (else against nothing running).
-        #[arg(long)]
+        /// Read from `LO_BROKER` when not given, so a password need not be on the command
+        /// line (`ps`): inside the LO's container, `lo plan` uses the LO's broker login.
+        #[arg(long, env = "LO_BROKER", hide_env_values = true)]
         broker: Option<String>,
         /// For an `mqtts://` broker: trust the CA certificates in this PEM file (default: the
         /// system store).
