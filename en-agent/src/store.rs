@@ -14,26 +14,14 @@ use std::path::{Path, PathBuf};
 /// Largest desired document accepted (bytes).
 pub const MAX_DOCUMENT_BYTES: usize = 4 << 20;
 
-/// Highest generation accepted (the contract's): the LO never issues above it, so a document
-/// above it is hostile: applying it would pin the agent above every future LO generation
-/// (all refused as stale).
-pub use schemas::MAX_GENERATION;
-
-/// Most deployments in one document.
-pub const MAX_DEPLOYMENTS: usize = 256;
-
-/// Most components in one document (all deployments together). Checking content is
-/// quadratic in the components of a deployment (dependency order), so this bounds its cost.
-pub const MAX_COMPONENTS: usize = 1024;
-
-/// Most attempts per operation a policy may ask for.
-pub const MAX_ATTEMPTS: u32 = 1_000;
-
-/// Longest first retry delay a policy may ask for (1 h; backoff is capped at 5 min anyway).
-pub const MAX_BACKOFF_MS: u64 = 3_600_000;
-
-/// Longest healthcheck interval, timeout or start period (1 day).
-pub const MAX_HEALTHCHECK_MS: u64 = 86_400_000;
+/// The bounds of the contract (`schemas::bounds`): the LO never renders a document above
+/// them, so one above them is hostile: applying a generation above `MAX_GENERATION` would
+/// pin the agent above every future LO generation (all refused as stale), and checking
+/// content is quadratic in the components of a deployment (dependency order).
+pub use schemas::bounds::{
+    MAX_ATTEMPTS, MAX_BACKOFF_MS, MAX_COMPONENTS, MAX_DEPLOYMENTS, MAX_GENERATION,
+    MAX_HEALTHCHECK_MS,
+};
 
 /// Why a desired document was refused. Nothing changes when one is.
 #[derive(Debug, thiserror::Error)]
@@ -204,7 +192,7 @@ pub fn check_content(doc: &DesiredState) -> Result<(), String> {
 /// when out of range rather than wrapped, saturated or silently dropped (a memory limit
 /// that does not fit Docker's i64 would otherwise mean no limit at all).
 fn check_numbers(c: &schemas::Component) -> Result<(), String> {
-    let i64_max = i64::MAX.unsigned_abs();
+    let i64_max = schemas::bounds::MAX_RESOURCE;
     if let Some(m) = c.resources.memory_bytes {
         if m == 0 || m > i64_max {
             return Err(format!("memoryBytes {m} is out of range (1..={i64_max})"));

@@ -265,9 +265,10 @@ pub fn render(
 /// 64 bytes and the JSON around them) and the largest generation and `issuedAt`.
 pub const DESIRED_HEADROOM: usize = 256;
 
-/// The desired documents of `rendered` that would be larger than `max_bytes` once signed:
-/// one problem per node, naming the node, the size, the limit and the largest deployment
-/// (with the file it comes from). Nodes that share a deployment list are serialised once.
+/// The desired documents of `rendered` that would be larger than `max_bytes` once signed,
+/// or hold more deployments or components than an agent accepts (`schemas::bounds`): one
+/// problem per node, naming the node, the size, the limit and the largest deployment (with
+/// the file it comes from). Nodes that share a deployment list are serialised once.
 pub fn oversized_documents(
     docs: &SiteDocs,
     site: &str,
@@ -279,6 +280,23 @@ pub fn oversized_documents(
     // name, which is added per node.
     let mut sizes: HashMap<*const Dep, usize> = HashMap::new();
     for (node, nd) in rendered {
+        let components: usize = nd.deployments.iter().map(|d| d.spec.components.len()).sum();
+        if nd.deployments.len() > schemas::bounds::MAX_DEPLOYMENTS
+            || components > schemas::bounds::MAX_COMPONENTS
+        {
+            problems.push(schemas::DocProblem {
+                file: String::new(),
+                line: None,
+                field: None,
+                message: format!(
+                    "node {node} would run {} deployments with {components} components, above the {} deployments or {} components an agent accepts",
+                    nd.deployments.len(),
+                    schemas::bounds::MAX_DEPLOYMENTS,
+                    schemas::bounds::MAX_COMPONENTS
+                ),
+            });
+            continue;
+        }
         let key = nd.deployments.as_ptr();
         let base = match sizes.get(&key) {
             Some(s) => *s,
@@ -613,6 +631,34 @@ mod tests {
             &cur["n03"].deployments,
             &cur["n09"].deployments
         ));
+    }
+
+    #[test]
+    fn a_node_with_more_deployments_than_an_agent_accepts_is_a_problem() {
+        let mut files = vec![(
+            "n.yaml".to_owned(),
+            "apiVersion: edgefleet.io/v1\nkind: Node\nmetadata:\n  name: n1\n".to_owned(),
+        )];
+        for i in 0..=schemas::bounds::MAX_DEPLOYMENTS {
+            files.push((
+                format!("d{i}.yaml"),
+                format!("apiVersion: edgefleet.io/v1\nkind: Deployment\nmetadata:\n  name: d{i}\nspec:\n  components:\n    - name: c\n      image: busybox:1\n"),
+            ));
+        }
+        let docs =
+            schemas::git::load_site("s1", files.iter().map(|(a, b)| (a.as_str(), b.as_str())))
+                .expect("valid site");
+        let revision = Revision {
+            commit: "c".repeat(40),
+            path: "sites/s1".into(),
+        };
+        let rendered = render(&docs, &revision, &inventory(&docs, []), &BTreeMap::new());
+        let p = oversized_documents(&docs, "s1", &rendered, 1 << 30);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].message.contains("node n1 would run 257 deployments"),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -948,7 +948,20 @@ fn resolve_policy(
         .or_else(|| fallback.iter().find_map(|p| p.backoff.as_ref()))
     {
         Some(text) => match parse_duration(text) {
-            Ok(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            Ok(d) if d.as_millis() <= u128::from(crate::bounds::MAX_BACKOFF_MS) => {
+                u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+            }
+            Ok(_) => {
+                ctx.problem(
+                    problems,
+                    &format!("{at}.backoff"),
+                    format!(
+                        "backoff `{}` is above the maximum of 1h",
+                        crate::shorten(text, 32)
+                    ),
+                );
+                default.backoff_ms
+            }
             Err(e) => {
                 ctx.problem(problems, &format!("{at}.backoff"), e);
                 default.backoff_ms
@@ -1198,7 +1211,16 @@ fn resolve_component(
         let mut dur = |field: &str, value: &Option<String>, default_ms: u64| match value {
             None => default_ms,
             Some(text) => match parse_duration(text) {
-                Ok(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                Ok(d) if d.as_millis() <= u128::from(crate::bounds::MAX_HEALTHCHECK_MS) => {
+                    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+                }
+                Ok(_) => {
+                    report(
+                        &format!("healthcheck.{field}"),
+                        format!("`{}` is above the maximum of 24h", crate::shorten(text, 32)),
+                    );
+                    default_ms
+                }
                 Err(e) => {
                     report(&format!("healthcheck.{field}"), e);
                     default_ms
@@ -1398,6 +1420,11 @@ fn parse_memory(m: &Scalar) -> Result<u64, String> {
     let bytes = n * mult as f64;
     if bytes.is_nan() || bytes < 6.0 * 1024.0 * 1024.0 {
         return Err(format!("memory `{text}` is below Docker's minimum of 6M"));
+    }
+    if !bytes.is_finite() || bytes > crate::bounds::MAX_RESOURCE as f64 {
+        return Err(format!(
+            "memory `{text}` is above the maximum of 2^63 - 1 bytes"
+        ));
     }
     Ok(bytes as u64)
 }

@@ -10,6 +10,7 @@
 //!   Start reading here.
 //! - [`component`]: the resolved `Component` of a desired document and [`spec_hash`].
 //! - [`state`]: `State` (pending … failed), `Health`, and the most-severe-wins [`rollup`].
+//! - [`bounds`]: the limits of a desired document both sides honour (`MAX_GENERATION` …).
 //! - [`topic`]: topic builders and the strict parser; [`broker_url`]: `mqtt://` addresses.
 //! - [`git`] (feature `git-docs`): `Deployment`, `Node`, `Site` and [`git::load_site`],
 //!   which validates a site's files with errors naming file, line and field.
@@ -18,6 +19,7 @@
 //!
 //! The authoritative description of the protocol is `docs/protocol.md`.
 
+pub mod bounds;
 pub mod broker_url;
 pub mod component;
 pub mod names;
@@ -36,6 +38,7 @@ pub mod sign;
 #[cfg(feature = "json-schema")]
 pub mod json_schema;
 
+pub use bounds::MAX_GENERATION;
 pub use broker_url::{redact_url, redact_urls_in, BrokerUrl, BrokerUrlError};
 pub use component::{spec_hash, Component};
 pub use names::{shorten, validate_name, NameError};

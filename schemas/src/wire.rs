@@ -144,12 +144,6 @@ pub struct ReportSignature {
     pub value: String,
 }
 
-/// Largest generation anyone issues or accepts: 2^53 - 1, the largest integer every JSON
-/// reader keeps exactly. The LO never issues above it and follows nothing above it; agents
-/// refuse documents above it, so one forged message cannot pin a node above every future
-/// generation.
-pub const MAX_GENERATION: u64 = (1 << 53) - 1;
-
 /// `<root>/<site>/nodes/<node>/desired`: what a node must run. Retained, QoS 1, from the LO.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]

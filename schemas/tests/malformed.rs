@@ -265,3 +265,34 @@ fn spec_hash_is_stable_across_spelling_of_defaults() {
         .spec_hash;
     assert_eq!(ha, hb);
 }
+
+/// The LO refuses what an agent would refuse (`schemas::bounds`): a valid commit is never
+/// rejected on the devices.
+#[test]
+fn values_above_the_agents_bounds_are_refused_at_the_commit() {
+    let y = format!(
+        "{}  policy:\n    backoff: 2h\n",
+        deployment("    - name: web\n      image: nginx\n")
+    );
+    assert_problem(&y, 10, "spec.policy.backoff", "above the maximum of 1h");
+    let y = deployment(
+        "    - name: web\n      image: nginx\n      healthcheck:\n        test: [CMD, \"true\"]\n        interval: 25h\n",
+    );
+    assert_problem(
+        &y,
+        11,
+        "spec.components[0].healthcheck.interval",
+        "above the maximum of 24h",
+    );
+    for memory in ["1e30", "100000000000G"] {
+        let y = deployment(&format!(
+            "    - name: web\n      image: nginx\n      resources:\n        memory: {memory}\n"
+        ));
+        assert_problem(
+            &y,
+            10,
+            "spec.components[0].resources.memory",
+            "above the maximum",
+        );
+    }
+}
