@@ -522,8 +522,10 @@ pub struct SiteLimits {
     pub max_yaml_nodes: usize,
     /// Most bytes of scalar text one file may produce, aliases included (default 4 MiB).
     pub max_yaml_text_bytes: usize,
-    /// Largest desired document the LO may publish to one node, bytes (default 256 KiB);
-    /// must stay below the MQTT packet limit.
+    /// Largest desired document the LO may publish to one node, bytes (default 252 KiB:
+    /// 4 KiB below the embedded broker's default packet limit of 256 KiB, room for the
+    /// topic and the MQTT header); must stay below every packet limit on the way (the
+    /// LO's `max_packet_size`, the broker's, the agents').
     pub max_desired_bytes: usize,
     /// Most problems reported for one commit; the rest are counted in a last entry
     /// (default 50).
@@ -543,7 +545,7 @@ impl Default for SiteLimits {
             max_yaml_depth: 64,
             max_yaml_nodes: 100_000,
             max_yaml_text_bytes: 4 * 1024 * 1024,
-            max_desired_bytes: 256 * 1024,
+            max_desired_bytes: 252 * 1024,
             max_problems: 50,
         }
     }
