@@ -168,8 +168,13 @@ pub fn plan_worktree(
     Ok(plan::plan(site, &commit, inputs))
 }
 
+/// Most nodes `lo plan` reads from the broker (the LO's own bound for auto-enrolled nodes).
+pub const MAX_OBSERVED_NODES: usize = 20_000;
+
 /// Reads the retained `status` and `online` topics of a site from a broker, waiting until no
-/// message arrived for `quiet` (at most `max`). `tls_ca_file` as in the LO's configuration.
+/// message arrived for `quiet` (at most `max`), for at most `max_nodes` nodes (anyone on the
+/// broker can invent node names; `lo plan` uses [`MAX_OBSERVED_NODES`]). `tls_ca_file` as in
+/// the LO's configuration.
 pub async fn observe_broker(
     broker: &BrokerUrl,
     tls_ca_file: Option<&std::path::Path>,
@@ -177,6 +182,7 @@ pub async fn observe_broker(
     site: &str,
     quiet: Duration,
     max: Duration,
+    max_nodes: usize,
 ) -> Result<Observed, CliError> {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
     let id = format!("lo-plan-{}-{}", site, fastrand::u32(..));
@@ -215,6 +221,10 @@ pub async fn observe_broker(
                 let Ok(Topic::Node { node, channel, .. }) = topics.parse(&p.topic) else {
                     continue;
                 };
+                // Anyone on the broker can invent node names: what is kept is bounded.
+                if fleet.get(&node).is_none() && fleet.nodes().len() >= max_nodes {
+                    continue;
+                }
                 match channel {
                     NodeChannel::Status => {
                         if let Ok(s) = serde_json::from_slice::<NodeStatus>(&p.payload) {

@@ -329,6 +329,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         &site,
                         Duration::from_millis(700),
                         Duration::from_secs(15),
+                        lo::cli::MAX_OBSERVED_NODES,
                     )
                     .await?
                 }

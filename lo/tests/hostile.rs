@@ -636,3 +636,47 @@ async fn desired_document_above_the_packet_limit_is_not_sent_and_the_lo_stays_co
     assert_eq!(env.ready_status().await.0, 200);
     env.lo.stop().await;
 }
+
+/// `lo plan --broker` reads what anyone on the broker wrote: invented nodes are bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lo_plan_reads_a_bounded_number_of_invented_nodes() {
+    let broker = start_broker();
+    let writer = Client::connect(broker.local_addr(), "intruder", None).await;
+    for i in 0..30 {
+        writer
+            .publish(
+                t().node(SITE, &format!("ghost-{i:02}"), NodeChannel::Online),
+                true,
+                presence(true, 1),
+            )
+            .await;
+    }
+    let url: schemas::BrokerUrl = format!("mqtt://{}", broker.local_addr()).parse().unwrap();
+    let read = |max_nodes| {
+        let url = url.clone();
+        async move {
+            lo::cli::observe_broker(
+                &url,
+                None,
+                &t(),
+                SITE,
+                Duration::from_millis(500),
+                Duration::from_secs(10),
+                max_nodes,
+            )
+            .await
+            .expect("observed")
+        }
+    };
+    // Every retained presence is there to be read …
+    let mut all = 0;
+    for _ in 0..20 {
+        all = read(1_000).await.len();
+        if all == 30 {
+            break;
+        }
+    }
+    assert_eq!(all, 30);
+    // … and no more than the bound is kept.
+    assert_eq!(read(10).await.len(), 10);
+}

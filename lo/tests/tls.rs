@@ -126,6 +126,7 @@ async fn lo_over_tls_with_login_publishes_retained_desired_and_presence() {
         SITE,
         Duration::from_millis(500),
         Duration::from_secs(10),
+        lo::cli::MAX_OBSERVED_NODES,
     )
     .await;
     assert!(observed.is_ok(), "{:?}", observed.err());
@@ -186,6 +187,7 @@ async fn lo_with_the_wrong_ca_does_not_connect_and_keeps_retrying() {
         SITE,
         Duration::from_millis(500),
         Duration::from_secs(10),
+        lo::cli::MAX_OBSERVED_NODES,
     )
     .await;
     assert!(observed.is_err());
