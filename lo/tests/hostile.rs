@@ -51,7 +51,7 @@ fn commit(repo: &Repo, files: &[(String, Option<String>)]) -> String {
 
 struct Env {
     broker: broker::BrokerHandle,
-    _repo: Repo,
+    repo: Repo,
     _state: tempfile::TempDir,
     lo: Lo,
 }
@@ -82,7 +82,7 @@ impl Env {
         .await;
         Env {
             broker,
-            _repo: repo,
+            repo,
             _state: state,
             lo,
         }
@@ -611,8 +611,16 @@ async fn git_token_never_appears_in_status_or_audit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn desired_document_above_the_packet_limit_is_not_sent_and_the_lo_stays_connected() {
-    // A deployment whose rendered document exceeds a 64 KiB packet limit (80 KiB of env).
+async fn desired_document_above_the_packet_limit_is_a_rejected_commit_and_the_lo_stays_connected() {
+    // A 64 KiB packet limit, and a commit whose rendered document for n1 needs 80 KiB of env:
+    // the commit is rejected (naming the node and the limit), nothing is published, and the
+    // LO neither loses its connection nor stops serving the last good revision.
+    let env = Env::start(&files("", ""), |c| {
+        c.max_packet_size = 64 * 1024;
+        c.limits.max_desired_bytes = 60 * 1024;
+    })
+    .await;
+    let before = env.fresh_desired("n2").await;
     let env_lines: String = (0..800)
         .map(|i| format!("        VAR_{i:04}: \"{}\"\n", "x".repeat(90)))
         .collect();
@@ -621,17 +629,28 @@ async fn desired_document_above_the_packet_limit_is_not_sent_and_the_lo_stays_co
     );
     let mut f = files("", "");
     f.push((format!("sites/{SITE}/big.yaml"), Some(big)));
-    let env = Env::start(&f, |c| c.max_packet_size = 64 * 1024).await;
-    wait_until("refused", T, || {
-        let m = env.lo.running.shared.metrics.encode();
-        m.contains("lo_publish_refused_total{kind=\"desired\"} 1")
-            .then_some(())
+    let bad = commit(&env.repo, &f);
+    env.lo.running.shared.sync.notify_one();
+    let err = wait_until("rejected", T, || {
+        env.lo
+            .status()
+            .and_then(|s| s.last_error)
+            .filter(|e| e.commit == bad)
     })
     .await;
-    // n2's document (small) is published; the LO never lost its connection over n1's.
-    let n2 = env.fresh_desired("n2").await;
-    assert_eq!(n2.deployments.len(), 1);
+    assert!(
+        err.problems
+            .iter()
+            .any(|p| p.message.contains("node n1") && p.message.contains("max_desired_bytes")),
+        "{err:?}"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_ne!(
+        env.lo.running.shared.served_commit().as_deref(),
+        Some(bad.as_str())
+    );
+    assert_eq!(env.fresh_desired("n2").await.generation, before.generation);
+    assert_eq!(env.metric("lo_publish_refused_total"), 0);
     assert_eq!(env.metric("lo_mqtt_reconnects_total"), 0);
     assert_eq!(env.ready_status().await.0, 200);
     env.lo.stop().await;
