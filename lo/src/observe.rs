@@ -15,9 +15,8 @@
 use schemas::{Event, Heartbeat, NodeStatus, Presence};
 use std::collections::BTreeMap;
 
-/// Largest presence epoch accepted (2^53 - 1, the largest integer every JSON reader keeps
-/// exactly). An agent increments its epoch once per connection: it never gets near this.
-pub const MAX_EPOCH: u64 = (1 << 53) - 1;
+/// Largest presence epoch accepted (the contract's, `schemas::bounds`).
+pub use schemas::bounds::MAX_EPOCH;
 
 /// Largest rise of the epoch floor per presence message. A real agent's epoch grows by one
 /// per connection attempt; a jump beyond this is applied (its `online` value counts) but does

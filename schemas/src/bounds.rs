@@ -11,6 +11,10 @@
 /// generation.
 pub const MAX_GENERATION: u64 = (1 << 53) - 1;
 
+/// Largest presence epoch anyone sends or accepts (the same 2^53 - 1): a client increments
+/// its epoch once per connection and never gets near it, so a larger one is forged.
+pub const MAX_EPOCH: u64 = MAX_GENERATION;
+
 /// Most deployments in one node's document.
 pub const MAX_DEPLOYMENTS: usize = 256;
 
