@@ -54,7 +54,7 @@ pub const MAX_AUTO_ENROLLED_NODES: usize = 20_000;
 /// Names listed in the site status per list (the counts stay exact).
 const MAX_LISTED: usize = 100;
 /// Problems of a refused commit listed in the site status.
-const MAX_PROBLEMS_LISTED: usize = 50;
+const MAX_PROBLEMS_LISTED: usize = 100;
 /// Longest message (error, problem) in the site status, bytes.
 const MAX_STATUS_MESSAGE: usize = 1024;
 /// Deployments, and components over all deployments, accepted in one node status. A report

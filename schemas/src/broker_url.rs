@@ -50,34 +50,37 @@ pub struct BrokerUrlError {
 }
 
 /// A URL as it may be shown: the password (or token) of its user part replaced by `***`,
-/// and at most 256 characters. `https://user:tok@host/x` → `https://user:***@host/x`;
-/// `https://tok@host` → `https://***@host`; `mqtt://u:pa/ss@h` → `mqtt://u:***@h`; without
-/// `://` (`mqtt:u:pw@h`, `u:pw@h`) everything before the last `@` is hidden. Errs on the
-/// side of hiding: the user part ends at the last `@` before any `?` or `#`, so a password
-/// holding `/` or `@` is hidden whole; a `/…@` with no `:` before it is a path, kept.
+/// any query string hidden, and at most 256 characters. `https://user:tok@host/x` →
+/// `https://user:***@host/x`; `https://tok@host` → `https://***@host`; `mqtt://u:pa/ss@h` →
+/// `mqtt://u:***@h`; `https://h/x?access_token=t` → `https://h/x?***`; without `://`
+/// (`mqtt:u:pw@h`, `u:pw@h`) everything before the last `@` is hidden. Errs on the side of
+/// hiding: the user part ends at the last `@`, so a password holding `/`, `:` or `@` is
+/// hidden whole (and a path holding `@` is hidden with it).
 pub fn redact_url(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((scheme, rest)) => (Some(scheme), rest),
         None => (None, url),
     };
-    let end = rest.find(['?', '#']).unwrap_or(rest.len());
-    let shown = match rest[..end].rfind('@') {
+    let (rest, query) = match rest.find(['?', '#']) {
+        Some(q) => (&rest[..q], "?***"),
+        None => (rest, ""),
+    };
+    let shown = match rest.rfind('@') {
         Some(at) => {
             let (user, host) = (&rest[..at], &rest[at + 1..]);
             let user = match (scheme, user.split_once(':')) {
-                (Some(_), Some((name, _))) if !name.contains('/') => Some(format!("{name}:***")),
-                (_, Some(_)) => Some("***".to_owned()),
-                // `https://host/path@x`: no credential, only a path with an `@`.
-                (Some(_), None) if user.contains('/') => None,
-                (_, None) => Some("***".to_owned()),
+                (Some(_), Some((name, _))) if !name.contains(['/', '@']) => format!("{name}:***"),
+                _ => "***".to_owned(),
             };
-            match (user, scheme) {
-                (Some(user), Some(scheme)) => format!("{scheme}://{user}@{host}"),
-                (Some(user), None) => format!("{user}@{host}"),
-                (None, _) => url.to_owned(),
+            match scheme {
+                Some(scheme) => format!("{scheme}://{user}@{host}{query}"),
+                None => format!("{user}@{host}{query}"),
             }
         }
-        None => url.to_owned(),
+        None => match scheme {
+            Some(scheme) => format!("{scheme}://{rest}{query}"),
+            None => format!("{rest}{query}"),
+        },
     };
     crate::names::shorten(&shown, 256)
 }
@@ -193,19 +196,26 @@ mod tests {
 
     #[test]
     fn urls_are_redacted() {
-        assert_eq!(
-            redact_url("https://u:tok@git.example/x.git"),
-            "https://u:***@git.example/x.git"
-        );
-        assert_eq!(
-            redact_url("https://tok@git.example/x"),
-            "https://***@git.example/x"
-        );
-        assert_eq!(
-            redact_url("https://git.example/x@y"),
-            "https://git.example/x@y"
-        );
-        assert_eq!(redact_url("/local/path"), "/local/path");
+        for (url, shown) in [
+            (
+                "https://u:tok@git.example/x.git",
+                "https://u:***@git.example/x.git",
+            ),
+            ("https://tok@git.example/x", "https://***@git.example/x"),
+            ("https://git.example/x", "https://git.example/x"),
+            ("/local/path", "/local/path"),
+            // A password with `/`, `:` or `@`, and text that only looks like a URL.
+            ("mqtt://u:pa/ss@h:1883", "mqtt://u:***@h:1883"),
+            ("mqtt://u:p@ss@h", "mqtt://u:***@h"),
+            ("mqtt::///@aa@", "mqtt:://***@"),
+            ("mqtt:u:pw@h", "***@h"),
+            ("u:pw@h", "***@h"),
+            // A path with `@` is hidden with the user part: hiding too much is the safe side.
+            ("https://git.example/x@y", "https://***@y"),
+            ("https://h/x?access_token=secret", "https://h/x?***"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
         assert_eq!(
             redact_urls_in("fetch main from 'https://u:tok@h/r.git' failed"),
             "fetch main from 'https://u:***@h/r.git' failed"

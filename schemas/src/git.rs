@@ -588,6 +588,11 @@ impl SiteLimits {
         if self.max_folder_depth > 64 {
             return Err("limits.max_folder_depth must be at most 64".into());
         }
+        // The LO's site status lists at most 100 problems: the loader's list, with its
+        // closing `… and N more problems` entry, must fit whole.
+        if self.max_problems > 99 {
+            return Err("limits.max_problems must be at most 99".into());
+        }
         Ok(())
     }
 
