@@ -49,8 +49,8 @@ impl Default for AuditConfig {
     }
 }
 
-/// The LO's configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The LO's configuration. Its `Debug` form hides every secret (see [`Config::redacted`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Site name (required).
@@ -140,7 +140,36 @@ impl Default for Config {
     }
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Config {}", self.redacted())
+    }
+}
+
 impl Config {
+    /// The configuration as JSON with every secret hidden: the signing key, HTTP credentials,
+    /// Git password, token and passphrase as `***`, and passwords in the broker and Git URLs.
+    /// What `Debug` prints, so a configuration logged by mistake leaks nothing.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        let hide = |v: &mut serde_json::Value, key: &str| {
+            if let Some(x) = v.get_mut(key).filter(|x| !x.is_null()) {
+                *x = serde_json::Value::String("***".into());
+            }
+        };
+        for key in ["signing_key", "http_auth"] {
+            hide(&mut v, key);
+        }
+        if let Some(git) = v.get_mut("git") {
+            for key in ["password", "token", "ssh_passphrase"] {
+                hide(git, key);
+            }
+        }
+        v["broker"] = serde_json::Value::String(schemas::redact_url(&self.broker));
+        v["repo"] = serde_json::Value::String(schemas::redact_url(&self.repo));
+        v
+    }
+
     /// The site folder.
     pub fn site_path(&self) -> String {
         self.site_path
@@ -530,6 +559,31 @@ mod tests {
         std::fs::write(&path, "bm90IGEga2V5").expect("write");
         c.signing_key_file = Some(path);
         assert!(c.validate().is_err(), "not a key");
+    }
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let mut c = base();
+        c.broker = "mqtt://lo:brokerpw1@h:1883".into();
+        c.repo = "https://ci:repotoken1@git.example/r.git".into();
+        c.signing_key = Some("signingkey1".into());
+        c.http_auth = Some("ops:httppw1".into());
+        c.git.password = Some("gitpw1".into());
+        c.git.token = Some("gittoken1".into());
+        c.git.ssh_passphrase = Some("passphrase1".into());
+        let shown = format!("{c:?}");
+        for secret in [
+            "brokerpw1",
+            "repotoken1",
+            "signingkey1",
+            "httppw1",
+            "gitpw1",
+            "gittoken1",
+            "passphrase1",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("lo:***@h:1883"), "{shown}");
     }
 
     #[test]

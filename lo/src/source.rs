@@ -85,8 +85,8 @@ pub trait DesiredSource: Send {
     fn changed(&self, a: &str, b: &str, path: &str) -> Result<bool, SourceError>;
 }
 
-/// Git credentials.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Git credentials. `Debug` says which are set, never their values.
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GitAuth {
     /// User name for https (default `git` for tokens).
@@ -99,6 +99,19 @@ pub struct GitAuth {
     pub ssh_key: Option<PathBuf>,
     /// Passphrase of the ssh key.
     pub ssh_passphrase: Option<String>,
+}
+
+impl std::fmt::Debug for GitAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |o: &Option<String>| o.as_ref().map(|_| "***");
+        f.debug_struct("GitAuth")
+            .field("username", &self.username)
+            .field("password", &set(&self.password))
+            .field("token", &set(&self.token))
+            .field("ssh_key", &self.ssh_key)
+            .field("ssh_passphrase", &set(&self.ssh_passphrase))
+            .finish()
+    }
 }
 
 /// The Git implementation.
