@@ -156,6 +156,10 @@ impl Lo {
             st["revision"]["commit"], good,
             "last good revision kept: {st}"
         );
+        // Ready throughout: serving the last good revision and connected (the issue saw
+        // /readyz stay 503 while an oversized commit was the head).
+        let ready = harness::site::http(self.http, "GET", "/readyz").unwrap_or_default();
+        assert!(ready.starts_with("HTTP/1.1 200"), "/readyz: {ready}");
         st["lastError"]["problems"]
             .as_array()
             .cloned()
