@@ -102,10 +102,12 @@ impl ReportRefusal {
 
 /// The signature policy for one report, pure: `key` is the node's key from Git, `required`
 /// the Site's `requireSignedReports`, `last` the newest `(epoch, seq)` accepted on this node
-/// and channel. Returns the report's `(epoch, seq)` when it was signed and verified.
+/// and channel, `presence` whether it came on the `online` channel (whose `epoch` the LO
+/// acts on). Returns the report's `(epoch, seq)` when it was signed and verified.
 pub fn check_report(
     raw: &serde_json::Value,
     topic: &str,
+    presence: bool,
     key: Option<&ed25519_dalek::VerifyingKey>,
     required: bool,
     last: Option<(u64, u64)>,
@@ -130,10 +132,8 @@ pub fn check_report(
         _ => ReportRefusal::BadSignature,
     })?;
     // A presence's own epoch is what the LO acts on: it must be the signed one.
-    if let Some(p) = raw.get("epoch") {
-        if raw.get("online").is_some() && p.as_u64() != Some(epoch) {
-            return Err(ReportRefusal::BadSignature);
-        }
+    if presence && raw.get("epoch").and_then(|e| e.as_u64()) != Some(epoch) {
+        return Err(ReportRefusal::BadSignature);
     }
     // An equal (epoch, seq) is the same message again (a retained copy): harmless.
     if last.is_some_and(|l| (epoch, seq) < l) {
@@ -356,10 +356,6 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), AppErro
     Ok(())
 }
 
-fn listener_is_loopback(addr: &SocketAddr) -> bool {
-    addr.ip().is_loopback()
-}
-
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -409,7 +405,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
     let auth = cfg
         .http_credentials()?
         .map(|(u, p)| crate::http::Credentials::new(&u, &p));
-    if auth.is_none() && !listener_is_loopback(&http_addr) {
+    if auth.is_none() && !http_addr.ip().is_loopback() {
         tracing::warn!(listen = %http_addr, "http endpoints listen beyond loopback without http_auth: /status and POST /sync are open to the network");
     }
     let router = crate::http::router_with_auth(shared.clone(), auth);
@@ -499,6 +495,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         refused_reports: BTreeMap::new(),
         suspect: BTreeMap::new(),
         reasserted: BTreeMap::new(),
+        published_digest: BTreeMap::new(),
+        digest_keys: std::hash::RandomState::new(),
         untracked: 0,
         last_sweep: Instant::now(),
         cfg,
@@ -710,6 +708,12 @@ struct Engine {
     suspect: BTreeMap<String, u64>,
     /// Last re-assertion per node, and how many so far (a writer fighting us shows up here).
     reasserted: BTreeMap<String, (Instant, u64)>,
+    /// Digest of the desired payload last published per node: every publish comes back on
+    /// our own subscription, and comparing digests spares re-serialising and re-signing
+    /// the document for each echo. Keyed per process (`RandomState`), so a writer cannot
+    /// craft a payload that collides with ours.
+    published_digest: BTreeMap<String, u64>,
+    digest_keys: std::hash::RandomState,
     /// Messages from undeclared nodes beyond [`MAX_UNDECLARED_NODES`].
     untracked: u64,
     /// Last sweep of silent undeclared nodes.
@@ -1121,6 +1125,11 @@ impl Engine {
         }
     }
 
+    fn digest(&self, payload: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        self.digest_keys.hash_one(payload)
+    }
+
     /// Whether a publish on `topic` of `len` bytes fits the packet limit; counts and logs
     /// when it does not.
     fn fits(&self, kind: &str, topic: &str, len: usize) -> bool {
@@ -1162,6 +1171,7 @@ impl Engine {
         }
         // What we publish now is what the broker will hold: nothing left to re-assert.
         self.suspect.remove(node);
+        let digest = self.digest(&payload);
         if let Err(e) = self
             .client
             .publish(topic, QoS::AtLeastOnce, true, payload)
@@ -1172,6 +1182,7 @@ impl Engine {
             return;
         }
         self.unsent.remove(node);
+        self.published_digest.insert(node.to_owned(), digest);
         self.shared.metrics.desired_published.inc();
         tracing::debug!(node = %node, generation = doc.generation, "desired published");
         self.audit.log(
@@ -1324,7 +1335,14 @@ impl Engine {
         // sequence numbers; an older session's presence is a replay.
         let presence = channel == NodeChannel::Online;
         let last = last.map(|(e, s)| if presence { (e, 0) } else { (e, s) });
-        match check_report(&raw, topic, self.keys.get(&node), self.require_signed, last) {
+        match check_report(
+            &raw,
+            topic,
+            presence,
+            self.keys.get(&node),
+            self.require_signed,
+            last,
+        ) {
             Ok(Some((epoch, seq))) => {
                 if self.keys.contains_key(&node) {
                     let seq = if presence { 0 } else { seq };
@@ -1515,8 +1533,15 @@ impl Engine {
             // Not a node we publish for: nothing to follow, nothing kept.
             return;
         }
-        let mine = self.desired_payload(node);
-        if mine.as_ref().is_some_and(|(_, p)| p.as_slice() == payload) {
+        // Our own publish coming back (the common case) is recognised by its digest; only
+        // before our first publish of this process is the document rendered to compare.
+        let ours_now = match self.published_digest.get(node) {
+            Some(d) => Some(*d == self.digest(payload)),
+            None => self
+                .desired_payload(node)
+                .map(|(_, p)| p.as_slice() == payload),
+        };
+        if ours_now == Some(true) {
             self.suspect.remove(node);
             return;
         }
@@ -1541,7 +1566,7 @@ impl Engine {
                 }
             }
         }
-        if mine.is_some() {
+        if ours_now.is_some() {
             let now = self.mono_ms();
             self.suspect.entry(node.to_owned()).or_insert(now);
         }
@@ -2057,7 +2082,7 @@ mod tests {
         ];
         for (i, (raw, k, required, last, want)) in cases.into_iter().enumerate() {
             assert_eq!(
-                check_report(raw, topic, k, required, last),
+                check_report(raw, topic, false, k, required, last),
                 want,
                 "case {i}"
             );
@@ -2071,13 +2096,13 @@ mod tests {
         let mut p = json!({"schema": "fleet.presence/v1", "online": false, "epoch": 5});
         schemas::sign::sign_report(&mut p, topic, 5, 0, &key);
         assert_eq!(
-            check_report(&p, topic, Some(&key.verifying_key()), true, None),
+            check_report(&p, topic, true, Some(&key.verifying_key()), true, None),
             Ok(Some((5, 0)))
         );
         let mut q = json!({"schema": "fleet.presence/v1", "online": false, "epoch": 9});
         schemas::sign::sign_report(&mut q, topic, 5, 0, &key);
         assert_eq!(
-            check_report(&q, topic, Some(&key.verifying_key()), true, None),
+            check_report(&q, topic, true, Some(&key.verifying_key()), true, None),
             Err(ReportRefusal::BadSignature)
         );
     }
