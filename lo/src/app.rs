@@ -497,6 +497,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         reasserted: BTreeMap::new(),
         published_digest: BTreeMap::new(),
         digest_keys: std::hash::RandomState::new(),
+        undeclared_count: std::cell::Cell::new(None),
         untracked: 0,
         last_sweep: Instant::now(),
         cfg,
@@ -652,6 +653,9 @@ struct Served {
     names: BTreeSet<String>,
 }
 
+/// `((fleet size, served commit), undeclared nodes tracked)`.
+type UndeclaredCount = ((usize, Option<String>), usize);
+
 struct Engine {
     cfg: Config,
     site: String,
@@ -714,6 +718,9 @@ struct Engine {
     /// craft a payload that collides with ours.
     published_digest: BTreeMap<String, u64>,
     digest_keys: std::hash::RandomState,
+    /// Undeclared nodes tracked, as counted by [`Engine::admit`] at (fleet size, served
+    /// commit).
+    undeclared_count: std::cell::Cell<Option<UndeclaredCount>>,
     /// Messages from undeclared nodes beyond [`MAX_UNDECLARED_NODES`].
     untracked: u64,
     /// Last sweep of silent undeclared nodes.
@@ -1487,12 +1494,26 @@ impl Engine {
         if self.fleet.len() < limit {
             return true;
         }
+        // Counting the undeclared nodes walks the whole fleet: done again only when the
+        // fleet or the served revision changed, so a flood of invented names past the bound
+        // costs a lookup per message, not a walk.
+        let at = (
+            self.fleet.len(),
+            self.served.as_ref().map(|s| s.commit.clone()),
+        );
+        if let Some((when, undeclared)) = self.undeclared_count.take() {
+            if when == at {
+                self.undeclared_count.set(Some((when, undeclared)));
+                return undeclared < limit;
+            }
+        }
         let undeclared = self
             .fleet
             .nodes()
             .keys()
             .filter(|n| !self.declared(n))
             .count();
+        self.undeclared_count.set(Some((at, undeclared)));
         undeclared < limit
     }
 
