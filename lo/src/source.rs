@@ -319,8 +319,9 @@ type Listed<N> = (Option<String>, Kind, N);
 /// A folder tree to walk: a Git tree at a commit, or a working tree.
 trait Folder {
     type Node;
-    /// The entries of a folder.
-    fn list(&self, dir: &Self::Node) -> Result<Vec<Listed<Self::Node>>, SourceError>;
+    /// The entries of a folder, at most `max + 1` (one more tells the caller the folder
+    /// holds more than `max`, without listing a folder of millions).
+    fn list(&self, dir: &Self::Node, max: usize) -> Result<Vec<Listed<Self::Node>>, SourceError>;
     /// The content of a file, at most `max + 1` bytes (one more notices a file that grew
     /// after its size was read).
     fn read(&self, file: &Self::Node, max: u64) -> Result<Vec<u8>, SourceError>;
@@ -334,13 +335,13 @@ struct GitFolder<'r> {
 impl Folder for GitFolder<'_> {
     type Node = git2::Oid;
 
-    fn list(&self, dir: &git2::Oid) -> Result<Vec<Listed<git2::Oid>>, SourceError> {
+    fn list(&self, dir: &git2::Oid, max: usize) -> Result<Vec<Listed<git2::Oid>>, SourceError> {
         let tree = self
             .repo
             .find_tree(*dir)
             .map_err(git_err(format!("tree {dir}")))?;
-        let mut out = Vec::with_capacity(tree.len());
-        for entry in tree.iter() {
+        let mut out = Vec::with_capacity(tree.len().min(max.saturating_add(1)));
+        for entry in tree.iter().take(max.saturating_add(1)) {
             let name = entry.name().ok().map(str::to_owned);
             let kind = match git_kind(entry.filemode()) {
                 // The size from the object header: a blob is not loaded to learn it.
@@ -373,13 +374,16 @@ struct WorkFolder;
 impl Folder for WorkFolder {
     type Node = PathBuf;
 
-    fn list(&self, dir: &PathBuf) -> Result<Vec<Listed<PathBuf>>, SourceError> {
+    fn list(&self, dir: &PathBuf, max: usize) -> Result<Vec<Listed<PathBuf>>, SourceError> {
         let io = |source| SourceError::Io {
             path: dir.clone(),
             source,
         };
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(io)? {
+        for entry in std::fs::read_dir(dir)
+            .map_err(io)?
+            .take(max.saturating_add(1))
+        {
             let entry = entry.map_err(io)?;
             let path = entry.path();
             // symlink_metadata: a link is reported as a link, never followed.
@@ -455,7 +459,19 @@ fn walk_site<F: Folder>(
     let mut stack = vec![(root, String::new(), 0usize)];
     let (mut entries, mut files, mut bytes) = (0usize, 0usize, 0u64);
     'walk: while let Some((dir, rel, depth)) = stack.pop() {
-        for (name, kind, node) in folder.list(&dir)? {
+        let listed = folder.list(&dir, limits.max_site_entries)?;
+        if listed.len() > limits.max_site_entries {
+            // Hidden entries count here too: a folder is never listed past the bound.
+            out.problems.push(problem(
+                &format!("{site_path}/{rel}"),
+                format!(
+                    "more than {} entries in one folder (max_site_entries)",
+                    limits.max_site_entries
+                ),
+            ));
+            break 'walk;
+        }
+        for (name, kind, node) in listed {
             let Some(name) = name else {
                 out.problems.push(problem(
                     &format!("{site_path}/{rel}"),
@@ -747,6 +763,32 @@ mod tests {
             messages(&read)[0].starts_with("sites/s2: symbolic link"),
             "{read:?}"
         );
+    }
+
+    #[test]
+    fn a_folder_is_never_listed_past_the_entry_bound_hidden_entries_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("sites/s1");
+        std::fs::create_dir_all(&site).unwrap();
+        std::fs::write(site.join("a.yaml"), "a: 1\n").unwrap();
+        for i in 0..30 {
+            std::fs::write(site.join(format!(".hidden-{i}")), "").unwrap();
+        }
+        let limits = SiteLimits {
+            max_site_entries: 10,
+            ..SiteLimits::default()
+        };
+        let read = read_worktree(dir.path(), "sites/s1", &limits).unwrap();
+        assert!(
+            messages(&read)
+                .iter()
+                .any(|m| m.contains("entries in one folder")),
+            "{read:?}"
+        );
+        // Within the bound, hidden entries are skipped as before.
+        let read = read_worktree(dir.path(), "sites/s1", &SiteLimits::default()).unwrap();
+        assert!(read.problems.is_empty(), "{read:?}");
+        assert_eq!(read.files.len(), 1);
     }
 
     #[test]
