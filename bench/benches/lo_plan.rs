@@ -94,7 +94,7 @@ fn benches(c: &mut Criterion) {
     let synth = SynthSite::new("bench", nodes, deployments, 3);
     let files = synth.files("1");
     let load = || {
-        schemas::git::load_site("bench", files.iter().map(|(p, t)| (p.as_str(), t.as_str())))
+        schemas::site::load_site("bench", files.iter().map(|(p, t)| (p.as_str(), t.as_str())))
             .expect("synthetic site is valid")
     };
     let docs = load();

@@ -220,7 +220,7 @@ mod tests {
         let s = SynthSite::new("s1", 10, 4, 3);
         let files = s.files("1");
         let docs =
-            schemas::git::load_site("s1", files.iter().map(|(a, b)| (a.as_str(), b.as_str())))
+            schemas::site::load_site("s1", files.iter().map(|(a, b)| (a.as_str(), b.as_str())))
                 .expect("valid");
         assert_eq!(docs.nodes.len(), 10);
         assert_eq!(docs.deployments.len(), 4);

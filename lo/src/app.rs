@@ -18,7 +18,7 @@ use crate::rollout::{self, PaceNode, RolloutSummary};
 use crate::source::{Commit, DesiredSource, GitSource, SourceError};
 use crate::store::{Bookkeeping, ServedRecord, Store, StoreError};
 use rumqttc::{AsyncClient, QoS};
-use schemas::git::SiteDocs;
+use schemas::site::SiteDocs;
 use schemas::{
     BrokerUrl, DeploymentSummary, DesiredState, DocProblem, Event, Heartbeat, LoChannel,
     NodeChannel, NodeStatus, NodeSummary, Presence, Revision, ServedRevision, SiteError,
@@ -829,7 +829,7 @@ impl Engine {
             return;
         }
         let limits = &self.cfg.limits;
-        let loaded = schemas::git::load_site_with(
+        let loaded = schemas::site::load_site_with(
             &self.site,
             files.files.iter().map(|(p, c)| (p.as_str(), c.as_str())),
             limits,
@@ -855,7 +855,7 @@ impl Engine {
             Ok(d) if problems.is_empty() => d,
             loaded => {
                 problems.extend(loaded.err().unwrap_or_default());
-                let problems = schemas::git::bound_problems(problems, limits.max_problems);
+                let problems = schemas::site::bound_problems(problems, limits.max_problems);
                 self.reject(
                     &commit.id,
                     "commit rejected: invalid site documents",

@@ -5,7 +5,7 @@ use crate::observe::Fleet;
 use crate::plan::{self, NodeInput, Plan};
 use crate::render;
 use crate::source::{missing_site_problem, read_worktree, worktree_head, SourceError};
-use schemas::git::{SiteDocs, SiteLimits};
+use schemas::site::{SiteDocs, SiteLimits};
 use schemas::{BrokerUrl, DocProblem, NodeChannel, NodeStatus, Presence, Revision, Topic, Topics};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -55,7 +55,7 @@ pub fn validate_with(
     if read.is_empty() {
         return Err(CliError::Invalid(vec![missing_site_problem(site_path)]));
     }
-    let loaded = schemas::git::load_site_with(
+    let loaded = schemas::site::load_site_with(
         site,
         read.files.iter().map(|(p, c)| (p.as_str(), c.as_str())),
         limits,
@@ -65,7 +65,7 @@ pub fn validate_with(
         Ok(docs) => docs,
         Err(more) => {
             problems.extend(more);
-            return Err(CliError::Invalid(schemas::git::bound_problems(
+            return Err(CliError::Invalid(schemas::site::bound_problems(
                 problems,
                 limits.max_problems,
             )));
@@ -86,7 +86,7 @@ pub fn validate_with(
     if problems.is_empty() {
         Ok(docs)
     } else {
-        Err(CliError::Invalid(schemas::git::bound_problems(
+        Err(CliError::Invalid(schemas::site::bound_problems(
             problems,
             limits.max_problems,
         )))

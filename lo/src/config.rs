@@ -106,7 +106,7 @@ pub struct Config {
     /// Audit log.
     pub audit: AuditConfig,
     /// Bounds on Git input (`[limits]`; docs/lo.md, "Limits on Git input").
-    pub limits: schemas::git::SiteLimits,
+    pub limits: schemas::site::SiteLimits,
 }
 
 impl Default for Config {
@@ -135,7 +135,7 @@ impl Default for Config {
             max_packet_size: 1024 * 1024,
             git: GitAuth::default(),
             audit: AuditConfig::default(),
-            limits: schemas::git::SiteLimits::default(),
+            limits: schemas::site::SiteLimits::default(),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! leads to (hold or roll back), without loops.
 
 use crate::render::{Dep, NodeDesired, RollbackOverride};
-use schemas::git::SiteSpec;
+use schemas::site::SiteSpec;
 use schemas::state::State;
 use schemas::{NodeStatus, OnFailure};
 use std::collections::{BTreeMap, BTreeSet};

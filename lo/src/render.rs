@@ -7,7 +7,7 @@
 //! that have no rollback override in force) get the same [`Arc`]'d list, built once per
 //! render, so a node costs a few reference counts rather than 15 cloned [`Dep`]s.
 
-use schemas::git::{ResolvedDeployment, SiteDocs};
+use schemas::site::{ResolvedDeployment, SiteDocs};
 use schemas::{DesiredDeployment, DesiredSchema, DesiredState, Revision};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -404,7 +404,7 @@ mod tests {
     }
 
     fn site(files: &[(&str, &str)]) -> SiteDocs {
-        schemas::git::load_site("s1", files.iter().map(|(a, b)| (*a, *b))).expect("valid site")
+        schemas::site::load_site("s1", files.iter().map(|(a, b)| (*a, *b))).expect("valid site")
     }
 
     const NODES: &str = "apiVersion: edgefleet.io/v1\nkind: Node\nmetadata:\n  name: n1\n  labels:\n    role: gw\n---\napiVersion: edgefleet.io/v1\nkind: Node\nmetadata:\n  name: n2\n";
@@ -646,7 +646,7 @@ mod tests {
             ));
         }
         let docs =
-            schemas::git::load_site("s1", files.iter().map(|(a, b)| (a.as_str(), b.as_str())))
+            schemas::site::load_site("s1", files.iter().map(|(a, b)| (a.as_str(), b.as_str())))
                 .expect("valid site");
         let revision = Revision {
             commit: "c".repeat(40),

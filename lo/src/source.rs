@@ -6,7 +6,7 @@
 //! `file://`, `https://` or `ssh://`), and reads trees at a commit without a work tree.
 //! Every call blocks: run it in `spawn_blocking`.
 
-use schemas::git::SiteLimits;
+use schemas::site::SiteLimits;
 use schemas::DocProblem;
 use std::io::Read;
 use std::path::{Path, PathBuf};

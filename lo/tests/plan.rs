@@ -6,7 +6,7 @@ use lo::plan::{plan, plan_node, ComponentAction as C, DeploymentAction as A, Nod
 use lo::policy::{decide, deletion_guard, Decision, GuardFlags, RollbackMark};
 use lo::render::{self, Dep, NodeDesired, RollbackOverride};
 use schemas::component::Component;
-use schemas::git::SiteSpec;
+use schemas::site::SiteSpec;
 use schemas::state::{Health, State};
 use schemas::{
     AgentInfo, ComponentStatus, DeploymentStatus, DesiredDeployment, FailurePolicy, NodeStatus,
@@ -300,7 +300,7 @@ fn targeting_by_labels_and_node_lists() {
             "apiVersion: edgefleet.io/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  nodeSelector:\n    role: gateway\n  components:\n    - name: web\n      image: reg/web:1\n---\napiVersion: edgefleet.io/v1\nkind: Deployment\nmetadata:\n  name: zoneb\nspec:\n  nodeSelector:\n    role: gateway\n    zone: b\n  components:\n    - name: z\n      image: reg/z:1\n---\napiVersion: edgefleet.io/v1\nkind: Deployment\nmetadata:\n  name: pinned\nspec:\n  nodes: [cam-1]\n  components:\n    - name: p\n      image: reg/p:1\n---\napiVersion: edgefleet.io/v1\nkind: Deployment\nmetadata:\n  name: everywhere\nspec:\n  components:\n    - name: e\n      image: reg/e:1\n",
         ),
     ];
-    let docs = schemas::git::load_site("s1", files.iter().map(|(a, b)| (*a, *b))).expect("valid");
+    let docs = schemas::site::load_site("s1", files.iter().map(|(a, b)| (*a, *b))).expect("valid");
     let rev = Revision {
         commit: "c1".into(),
         path: "sites/s1".into(),

@@ -15,14 +15,14 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("presence.schema.json", schema_for!(crate::Presence)),
         ("site-status.schema.json", schema_for!(crate::SiteStatus)),
     ];
-    #[cfg(feature = "git-docs")]
+    #[cfg(feature = "site")]
     v.extend([
         (
             "deployment.schema.json",
-            schema_for!(crate::git::Deployment),
+            schema_for!(crate::site::Deployment),
         ),
-        ("node.schema.json", schema_for!(crate::git::Node)),
-        ("site.schema.json", schema_for!(crate::git::Site)),
+        ("node.schema.json", schema_for!(crate::site::Node)),
+        ("site.schema.json", schema_for!(crate::site::Site)),
     ]);
     v
 }

@@ -1,7 +1,7 @@
 //! # edgefleet schemas: the contract between the LO and the agents, as code
 //!
 //! Everything that crosses a process boundary is defined here: the Git documents people
-//! write ([`git`]), the MQTT payloads ([`wire`]), the topic scheme ([`topic`]), the state
+//! write ([`site`]), the MQTT payloads ([`wire`]), the topic scheme ([`topic`]), the state
 //! vocabulary ([`state`]) and the spec hash both sides agree on ([`component`]). No I/O,
 //! no async runtime.
 //!
@@ -12,8 +12,8 @@
 //! - [`state`]: `State` (pending … failed), `Health`, and the most-severe-wins [`rollup`].
 //! - [`bounds`]: the limits of a desired document both sides honour (`MAX_GENERATION` …).
 //! - [`topic`]: topic builders and the strict parser; [`broker_url`]: `mqtt://` addresses.
-//! - [`git`] (feature `git-docs`): `Deployment`, `Node`, `Site` and [`git::load_site`],
-//!   which validates a site's files with errors naming file, line and field.
+//! - [`site`] (feature `site`): the site model people write in Git (`Deployment`, `Node`,
+//!   `Site`) and [`site::load_site`], which validates a site's files with errors naming file, line and field.
 //! - [`sign`] (feature `signing`): ed25519 signatures of desired documents.
 //! - [`json_schema`] (feature `json-schema`): the JSON Schemas committed under `schemas/json/`.
 //!
@@ -27,9 +27,9 @@ pub mod state;
 pub mod topic;
 pub mod wire;
 
-#[cfg(feature = "git-docs")]
-pub mod git;
-#[cfg(feature = "git-docs")]
+#[cfg(feature = "site")]
+pub mod site;
+#[cfg(feature = "site")]
 mod yaml;
 
 #[cfg(feature = "signing")]
@@ -43,5 +43,5 @@ pub use broker_url::{redact_url, redact_urls_in, BrokerUrl, BrokerUrlError};
 pub use component::{spec_hash, Component};
 pub use names::{shorten, validate_name, NameError};
 pub use state::{rollup, Health, State};
-pub use topic::{validate_root, LoChannel, NodeChannel, Topic, TopicError, Topics};
+pub use topic::{validate_root, Delivery, LoChannel, NodeChannel, Qos, Topic, TopicError, Topics};
 pub use wire::*;

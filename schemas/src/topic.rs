@@ -53,11 +53,35 @@ impl NodeChannel {
     }
 
     /// Whether messages on this channel are published retained.
-    pub fn retained(self) -> bool {
+    pub const fn retained(self) -> bool {
         matches!(
             self,
             NodeChannel::Desired | NodeChannel::Status | NodeChannel::Online
         )
+    }
+
+    /// How the writer publishes on this channel: QoS 1 everywhere, retained where the
+    /// channel holds a state rather than an occurrence.
+    pub const fn publish(self) -> Delivery {
+        Delivery {
+            qos: Qos::AtLeastOnce,
+            retain: self.retained(),
+        }
+    }
+
+    /// The QoS the LO subscribes to this channel of every node with. Retained state
+    /// channels (and heartbeats, which the next one replaces) are read at QoS 0: the newest
+    /// message is what counts and every reconnect reads the retained ones again. Events are
+    /// occurrences nobody can read again, so QoS 1. (The agent reads its own desired
+    /// document at [`AGENT_DESIRED_QOS`].)
+    pub const fn lo_subscribe_qos(self) -> Qos {
+        match self {
+            NodeChannel::Events => Qos::AtLeastOnce,
+            NodeChannel::Status
+            | NodeChannel::Online
+            | NodeChannel::Heartbeat
+            | NodeChannel::Desired => Qos::AtMostOnce,
+        }
     }
 
     fn parse(s: &str) -> Option<Self> {
@@ -82,6 +106,35 @@ impl LoChannel {
             LoChannel::Online => "online",
         }
     }
+
+    /// How the LO publishes on this channel: QoS 1, retained (both hold a state).
+    pub const fn publish(self) -> Delivery {
+        Delivery {
+            qos: Qos::AtLeastOnce,
+            retain: true,
+        }
+    }
+}
+
+/// The QoS the agent subscribes to its own desired document with (it must not miss one).
+pub const AGENT_DESIRED_QOS: Qos = Qos::AtLeastOnce;
+
+/// MQTT quality of service as the protocol uses it (the transport maps it to its client's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Qos {
+    /// QoS 0.
+    AtMostOnce,
+    /// QoS 1.
+    AtLeastOnce,
+}
+
+/// How messages of a channel are published: declared once here, used by both sides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Delivery {
+    /// Quality of service.
+    pub qos: Qos,
+    /// Published retained.
+    pub retain: bool,
 }
 
 /// A parsed topic of the scheme.

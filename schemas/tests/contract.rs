@@ -48,7 +48,7 @@ fn assert_valid(schema: &str, instance: &serde_json::Value, what: &str) {
 /// YAML example → JSON value, through the same loader the LO uses.
 fn yaml_value(file: &str) -> serde_json::Value {
     let src = read(&crate_dir().join("examples").join(file));
-    let docs = schemas::git::parse_yaml_values(&src).expect("yaml");
+    let docs = schemas::site::parse_yaml_values(&src).expect("yaml");
     assert_eq!(docs.len(), 1);
     docs.into_iter().next().expect("one doc")
 }
@@ -96,7 +96,7 @@ fn git_examples_validate_against_schemas_and_load() {
             )
         })
         .collect();
-    let docs = schemas::git::load_site(
+    let docs = schemas::site::load_site(
         "plant-1",
         files.iter().map(|(p, s)| (p.as_str(), s.as_str())),
     )

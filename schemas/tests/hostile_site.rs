@@ -4,7 +4,7 @@
 //! take long, and always give a bounded answer.
 
 use proptest::prelude::*;
-use schemas::git::{load_site, load_site_with, SiteLimits};
+use schemas::site::{load_site, load_site_with, SiteLimits};
 use schemas::DocProblem;
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! A malformed Deployment fails with a message naming file, line and field.
 
-use schemas::git::load_site;
+use schemas::site::load_site;
 use schemas::DocProblem;
 
 const FILE: &str = "sites/s1/app.yaml";
@@ -113,7 +113,7 @@ fn bad_image_reference_is_rejected() {
         "nginx@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
     ] {
         assert!(
-            schemas::git::validate_image_reference(ok).is_ok(),
+            schemas::site::validate_image_reference(ok).is_ok(),
             "{ok} should be valid"
         );
     }
