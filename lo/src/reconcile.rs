@@ -1,5 +1,5 @@
 //! The LO's decisions, pure: no tokio, no MQTT, no clock reads, no I/O. The engine
-//! ([`crate::engine`]) gathers the inputs, calls these, and performs what they return
+//! (the `engine` module) gathers the inputs, calls these, and performs what they return
 //! (persist, publish, audit, count).
 //!
 //! - [`reconcile`]: served revision + observed fleet + persisted records → what each node is

@@ -1,6 +1,6 @@
 //! State the engine shares with the HTTP endpoints and tests: metrics, the `POST /sync`
 //! wake-up, whether MQTT is connected, and the latest served commit, site status and rollout
-//! summary. The engine writes it; [`crate::http`] and tests read it.
+//! summary. The engine writes it; the HTTP endpoints and tests read it.
 
 use crate::metrics::Metrics;
 use crate::rollout::RolloutSummary;
