@@ -10,15 +10,13 @@ use crate::mqtt::{self, MqttSettings};
 use crate::shared::Shared;
 use crate::source::poll::poll_source;
 use crate::source::{DesiredSource, GitSource, SourceError};
+use crate::status::VERSION;
 use crate::store::{Store, StoreError};
 use schemas::{BrokerUrl, Topics};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-pub use crate::reports::{MAX_AUTO_ENROLLED_NODES, MAX_UNDECLARED_NODES};
-pub use crate::status::VERSION;
 
 /// Errors that stop the LO.
 #[derive(Debug, thiserror::Error)]

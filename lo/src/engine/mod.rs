@@ -2,13 +2,13 @@
 //! source poller ([`crate::source::poll`]), MQTT events from the session task, and a 100 ms
 //! tick; for each it updates what it observed, runs the pure decisions
 //! ([`crate::reconcile`], [`crate::reports`], [`crate::policy`]), and performs what they
-//! return: persist ([`crate::store`]), publish ([`publish`]), audit ([`crate::audit`]).
+//! return: persist ([`crate::store`]), publish, audit ([`crate::audit`]).
 //! Level-triggered: every re-render starts from the served revision and what is observed,
 //! never from why it ran.
 //!
-//! Layout: this file holds the state, the loop, commits and the tick; [`ingest`] what comes
+//! Layout: this file holds the state, the loop, commits and the tick; `ingest.rs` what comes
 //! from MQTT (decoding, signature and size checks, presence, status, read-back desired
-//! documents); [`publish`] what goes out (desired documents, site status, presence).
+//! documents); `publish.rs` what goes out (desired documents, site status, presence).
 
 mod ingest;
 mod publish;
