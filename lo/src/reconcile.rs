@@ -2,6 +2,8 @@
 //! (the `engine` module) gathers the inputs, calls these, and performs what they return
 //! (persist, publish, audit, count).
 //!
+//! - [`check_commit`]: a new commit's site files → serve, reject (missing folder, invalid
+//!   or oversized documents) or hold (deletion guard).
 //! - [`reconcile`]: served revision + observed fleet + persisted records → what each node is
 //!   handed now (rendered, rollback overrides applied, paced by `maxParallel`), the records
 //!   of the nodes that get a new generation, and the rollout summary. Level-triggered: it
@@ -12,13 +14,120 @@
 
 use crate::audit::AuditEntry;
 use crate::observe::Fleet;
-use crate::policy::{Decision, RollbackMark};
+use crate::policy::{self, Decision, GuardFlags, RollbackMark};
 use crate::render::{self, Dep, Inventory, NodeDesired, PublishedRecord, RollbackOverride};
 use crate::rollout::{self, PaceNode, RolloutSummary};
+use crate::source::{missing_site_problem, SiteFiles};
 use crate::store::Bookkeeping;
-use schemas::site::SiteDocs;
-use schemas::Revision;
+use schemas::site::{SiteDocs, SiteLimits};
+use schemas::{DocProblem, Revision};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// The nodes that announced themselves (a presence or a status), in name order.
+fn announced(fleet: &Fleet) -> impl Iterator<Item = &str> {
+    fleet
+        .nodes()
+        .iter()
+        .filter(|(_, o)| o.presence.is_some() || o.status.is_some())
+        .map(|(n, _)| n.as_str())
+}
+
+/// Everything the check of a new commit reads.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitInput<'a> {
+    /// Site name.
+    pub site: &'a str,
+    /// Site folder in the repository.
+    pub site_path: &'a str,
+    /// The commit.
+    pub commit: &'a str,
+    /// Its site files, and the entries refused while reading them.
+    pub files: &'a SiteFiles,
+    /// Bounds on documents, problems and desired document size.
+    pub limits: &'a SiteLimits,
+    /// What the nodes report (announced nodes are rendered for the size check).
+    pub fleet: &'a Fleet,
+    /// Deployment names of the revision served, if any.
+    pub served: Option<&'a BTreeSet<String>>,
+    /// Operator overrides of the deletion guard.
+    pub flags: GuardFlags,
+    /// The revision served before a restart, read again (never held by the guard).
+    pub restored: bool,
+}
+
+/// What becomes of a new commit.
+#[derive(Debug, Clone)]
+pub enum CommitCheck {
+    /// Served: its documents.
+    Serve(SiteDocs),
+    /// Rejected; the last good revision stays.
+    Reject {
+        /// Why, in one line.
+        message: &'static str,
+        /// The problems (bounded by `limits.max_problems`).
+        problems: Vec<DocProblem>,
+    },
+    /// Held by the deletion guard, with the reason.
+    Hold(String),
+}
+
+/// Checks a new commit: a missing or empty site folder is rejected (never an order to
+/// remove everything), so are refused entries, invalid documents and desired documents too
+/// large to publish; a commit removing too many deployments is held
+/// ([`policy::deletion_guard`]).
+pub fn check_commit(input: &CommitInput<'_>) -> CommitCheck {
+    let files = input.files;
+    if files.is_empty() {
+        // A missing (renamed, deleted, mistyped) or empty site folder is a broken commit,
+        // not an order to remove everything: rejected, the last good revision stays.
+        return CommitCheck::Reject {
+            message: "commit rejected: site folder missing or empty",
+            problems: vec![missing_site_problem(input.site_path)],
+        };
+    }
+    let limits = input.limits;
+    let loaded = schemas::site::load_site_with(
+        input.site,
+        files.files.iter().map(|(p, c)| (p.as_str(), c.as_str())),
+        limits,
+    );
+    // Refused entries (links, oversized or non-UTF-8 files) and document problems
+    // reject the commit alike; so does a desired document too large to publish.
+    let mut problems = files.problems.clone();
+    if let Ok(docs) = &loaded {
+        let revision = Revision {
+            commit: input.commit.to_owned(),
+            path: input.site_path.to_owned(),
+        };
+        let inventory = render::inventory(docs, announced(input.fleet));
+        let rendered = render::render(docs, &revision, &inventory, &BTreeMap::new());
+        problems.extend(render::oversized_documents(
+            docs,
+            input.site,
+            &rendered,
+            limits.max_desired_bytes,
+        ));
+    }
+    let docs = match loaded {
+        Ok(d) if problems.is_empty() => d,
+        loaded => {
+            problems.extend(loaded.err().unwrap_or_default());
+            return CommitCheck::Reject {
+                message: "commit rejected: invalid site documents",
+                problems: schemas::site::bound_problems(problems, limits.max_problems),
+            };
+        }
+    };
+    if !input.restored {
+        let names: BTreeSet<String> = docs.deployments.keys().cloned().collect();
+        if let Some(reason) =
+            policy::deletion_guard(input.served, &names, &docs.spec(), input.flags)
+        {
+            return CommitCheck::Hold(reason);
+        }
+    }
+    CommitCheck::Serve(docs)
+}
 
 /// Everything one reconcile reads.
 #[derive(Debug, Clone, Copy)]
@@ -87,12 +196,7 @@ fn overrides(
 /// and [`Reconciled`].
 pub fn reconcile(input: &ReconcileInput<'_>) -> Reconciled {
     let fleet = input.fleet;
-    let announced = fleet
-        .nodes()
-        .iter()
-        .filter(|(_, o)| o.presence.is_some() || o.status.is_some())
-        .map(|(n, _)| n.as_str());
-    let inventory = render::inventory(input.docs, announced);
+    let inventory = render::inventory(input.docs, announced(fleet));
     let mut rendered = render::render(
         input.docs,
         input.revision,

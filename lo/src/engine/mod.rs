@@ -19,13 +19,13 @@ use crate::metrics::Metrics;
 use crate::mqtt::{self, MqttEvent};
 use crate::observe::Fleet;
 use crate::plan::{self, NodeInput};
-use crate::policy::{self, Decision, GuardFlags};
-use crate::reconcile::{self, ReconcileInput};
-use crate::render::{self, Inventory, NodeDesired};
+use crate::policy::{Decision, GuardFlags};
+use crate::reconcile::{self, CommitCheck, CommitInput, ReconcileInput};
+use crate::render::{Inventory, NodeDesired};
 use crate::rollout::RolloutSummary;
 use crate::shared::Shared;
 use crate::source::poll::SourceMsg;
-use crate::source::{missing_site_problem, Commit, SiteFiles};
+use crate::source::{Commit, SiteFiles};
 use crate::store::{Bookkeeping, ServedRecord, Store};
 use rumqttc::AsyncClient;
 use schemas::site::SiteDocs;
@@ -307,56 +307,23 @@ impl Engine {
     }
 
     async fn on_commit(&mut self, commit: Commit, files: SiteFiles, restored: bool) {
-        if files.is_empty() {
-            // A missing (renamed, deleted, mistyped) or empty site folder is a broken commit,
-            // not an order to remove everything: rejected, the last good revision stays.
-            self.reject(
-                &commit.id,
-                "commit rejected: site folder missing or empty",
-                vec![missing_site_problem(&self.site_path)],
-            );
-            return;
-        }
-        let limits = &self.cfg.limits;
-        let loaded = schemas::site::load_site_with(
-            &self.site,
-            files.files.iter().map(|(p, c)| (p.as_str(), c.as_str())),
-            limits,
-        );
-        // Refused entries (links, oversized or non-UTF-8 files) and document problems
-        // reject the commit alike; so does a desired document too large to publish.
-        let mut problems = files.problems;
-        if let Ok(docs) = &loaded {
-            let revision = Revision {
-                commit: commit.id.clone(),
-                path: self.site_path.clone(),
-            };
-            let inventory = render::inventory(docs, self.announced());
-            let rendered = render::render(docs, &revision, &inventory, &BTreeMap::new());
-            problems.extend(render::oversized_documents(
-                docs,
-                &self.site,
-                &rendered,
-                limits.max_desired_bytes,
-            ));
-        }
-        let docs = match loaded {
-            Ok(d) if problems.is_empty() => d,
-            loaded => {
-                problems.extend(loaded.err().unwrap_or_default());
-                let problems = schemas::site::bound_problems(problems, limits.max_problems);
-                self.reject(
-                    &commit.id,
-                    "commit rejected: invalid site documents",
-                    problems,
-                );
-                return;
+        let check = reconcile::check_commit(&CommitInput {
+            site: &self.site,
+            site_path: &self.site_path,
+            commit: &commit.id,
+            files: &files,
+            limits: &self.cfg.limits,
+            fleet: &self.fleet,
+            served: self.served.as_ref().map(|s| &s.names),
+            flags: self.flags,
+            restored,
+        });
+        let docs = match check {
+            CommitCheck::Serve(docs) => docs,
+            CommitCheck::Reject { message, problems } => {
+                return self.reject(&commit.id, message, problems);
             }
-        };
-        let names: BTreeSet<String> = docs.deployments.keys().cloned().collect();
-        if !restored {
-            let prev = self.served.as_ref().map(|s| &s.names);
-            if let Some(reason) = policy::deletion_guard(prev, &names, &docs.spec(), self.flags) {
+            CommitCheck::Hold(reason) => {
                 tracing::warn!(commit = %commit.id, reason = %reason, "commit held by the deletion guard");
                 self.shared.metrics.held_commits.inc();
                 self.audit
@@ -370,7 +337,8 @@ impl Engine {
                 self.status_dirty = true;
                 return;
             }
-        }
+        };
+        let names: BTreeSet<String> = docs.deployments.keys().cloned().collect();
         let (since, since_ms) = match (&self.store.data.served, restored) {
             (Some(s), true) => (s.since.clone(), s.since_ms),
             _ => (schemas::now_rfc3339(), now_ms()),
@@ -427,15 +395,6 @@ impl Engine {
             problems,
         });
         self.status_dirty = true;
-    }
-
-    /// Nodes that announced themselves (presence or status).
-    fn announced(&self) -> impl Iterator<Item = &str> {
-        self.fleet
-            .nodes()
-            .iter()
-            .filter(|(_, o)| o.presence.is_some() || o.status.is_some())
-            .map(|(n, _)| n.as_str())
     }
 
     /// Renders every node (pure [`reconcile::reconcile`]), persists new generations, then

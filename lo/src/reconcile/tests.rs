@@ -581,3 +581,156 @@ fn after_a_connack_everything_or_only_the_unsent_is_published() {
         );
     }
 }
+
+fn files(list: &[(&str, String)]) -> SiteFiles {
+    SiteFiles {
+        files: list
+            .iter()
+            .map(|(p, c)| ((*p).to_owned(), c.clone()))
+            .collect(),
+        problems: Vec::new(),
+    }
+}
+
+#[test]
+fn a_commit_is_served_rejected_or_held() {
+    let web = (
+        "sites/s1/web.yaml",
+        deployment_doc("web", "reg/web:1", "hold"),
+    );
+    let api = (
+        "sites/s1/api.yaml",
+        deployment_doc("api", "reg/api:1", "hold"),
+    );
+    let n1 = ("sites/s1/n1.yaml", node_doc("n1"));
+    let mut refused = files(&[web.clone(), n1.clone()]);
+    refused.problems.push(DocProblem {
+        file: "sites/s1/link.yaml".into(),
+        line: None,
+        field: None,
+        message: "symbolic link in the site folder: refused".into(),
+    });
+    let broken = ("sites/s1/bad.yaml", "kind: [".to_owned());
+    let both: BTreeSet<String> = ["api".to_owned(), "db".to_owned(), "web".to_owned()].into();
+    let tiny = SiteLimits {
+        max_desired_bytes: 64,
+        ..SiteLimits::default()
+    };
+    let default = SiteLimits::default();
+    // (name, files, limits, served names, restored, outcome: "serve" | "reject: <message
+    //  part>, <problem file>" | "hold")
+    type Row<'a> = (
+        &'a str,
+        SiteFiles,
+        &'a SiteLimits,
+        Option<&'a BTreeSet<String>>,
+        bool,
+        &'a str,
+    );
+    let rows: Vec<Row<'_>> = vec![
+        (
+            "valid",
+            files(&[web.clone(), n1.clone()]),
+            &default,
+            None,
+            false,
+            "serve",
+        ),
+        (
+            "missing or empty folder",
+            files(&[]),
+            &default,
+            Some(&both),
+            false,
+            "reject: missing or empty, sites/s1",
+        ),
+        (
+            "a refused entry",
+            refused,
+            &default,
+            None,
+            false,
+            "reject: invalid, sites/s1/link.yaml",
+        ),
+        (
+            "a document that does not parse",
+            files(&[web.clone(), n1.clone(), broken]),
+            &default,
+            None,
+            false,
+            "reject: invalid, sites/s1/bad.yaml",
+        ),
+        (
+            "a desired document above the limit",
+            files(&[web.clone(), n1.clone()]),
+            &tiny,
+            None,
+            false,
+            "reject: invalid, ",
+        ),
+        (
+            "two of three deployments removed (above 50%): held",
+            files(&[web.clone(), n1.clone()]),
+            &default,
+            Some(&both),
+            false,
+            "hold",
+        ),
+        (
+            "every deployment removed: held",
+            files(std::slice::from_ref(&n1)),
+            &default,
+            Some(&both),
+            false,
+            "hold",
+        ),
+        (
+            "restored at start: never held",
+            files(&[web.clone(), n1.clone()]),
+            &default,
+            Some(&both),
+            true,
+            "serve",
+        ),
+        (
+            "one of three removed (within 50%)",
+            files(&[web, api, n1]),
+            &default,
+            Some(&both),
+            false,
+            "serve",
+        ),
+    ];
+    let fleet = Fleet::new(10_000);
+    for (name, files, limits, served, restored, want) in rows {
+        let got = check_commit(&CommitInput {
+            site: SITE,
+            site_path: "sites/s1",
+            commit: "c1",
+            files: &files,
+            limits,
+            fleet: &fleet,
+            served,
+            flags: GuardFlags::default(),
+            restored,
+        });
+        match (got, want) {
+            (CommitCheck::Serve(docs), "serve") => {
+                assert!(docs.nodes.contains_key("n1"), "{name}");
+            }
+            (CommitCheck::Hold(reason), "hold") => {
+                assert!(reason.contains("removes"), "{name}: {reason}");
+            }
+            (CommitCheck::Reject { message, problems }, want) if want.starts_with("reject") => {
+                let (part, file) = want["reject: ".len()..].split_once(", ").expect("row");
+                assert!(message.contains(part), "{name}: {message}");
+                assert!(!problems.is_empty(), "{name}");
+                assert!(
+                    problems.iter().any(|p| p.file.starts_with(file)),
+                    "{name}: {problems:?}"
+                );
+            }
+            (got, want) => panic!("{name}: want {want}, got {got:?}"),
+        }
+    }
+}
