@@ -11,8 +11,9 @@
 //! applied), then publishes, persists and audits what it returns.
 //!
 //! ## Layout
-//! - Pure core (no tokio, MQTT, Git, clock): [`reconcile`] (served revision + observed
-//!   fleet + records → documents, generations, rollout, rollback bookkeeping),
+//! - Pure core (no tokio, MQTT, Git, clock): [`reconcile`] (commit checks; served
+//!   revision + observed fleet + records → documents, generations, rollout, rollback
+//!   bookkeeping, what to republish after a reconnect),
 //!   [`render`] (site + inventory → per-node documents and generations), [`rollout`]
 //!   (pacing by `maxParallel`), [`policy`] (deletion guard, hold / rollback decisions),
 //!   [`observe`] (presence with epochs, heartbeat timeout), [`reports`] (signature, size
