@@ -371,7 +371,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running, 
         .parse()
         .map_err(|e: schemas::BrokerUrlError| crate::config::ConfigError::Value(e.to_string()))?;
     let transport = mqtt::Transport::for_broker(&broker, cfg.tls_ca_file.as_deref())
-        .map_err(crate::config::ConfigError::Value)?;
+        .map_err(|e| crate::config::ConfigError::Value(e.to_string()))?;
     let store = Store::open(&cfg.state_dir)?;
     let audit = Audit::open(
         &cfg.state_dir.join("audit"),
