@@ -7,6 +7,12 @@
 //! status is a full snapshot, so a dropped one is simply sent again. After every CONNACK
 //! the publisher republishes presence, resubscribes and publishes the full status
 //! (rumqttc neither resubscribes nor keeps unacked QoS 1 messages across sessions).
+//!
+//! The mechanisms are `edge_io`'s, shared with the LO: the transport (TLS with feature
+//! `tls`), the reconnect backoff, the epoch file, the presence payload, and publishing with
+//! each channel's QoS and retain flag (`NodeChannel::publish()`, `AGENT_DESIRED_QOS`). What
+//! is the agent's here: a new epoch per established session, persisted at CONNACK, and the
+//! signing of every report (`ReportEncoder`).
 
 use crate::agent::{Counters, Inbox, VERSION};
 use crate::config::Config;
