@@ -70,7 +70,7 @@ fn check(cfg: &Config) -> Result<(BrokerUrl, mqtt::Transport), AppError> {
         .parse()
         .map_err(|e: schemas::BrokerUrlError| crate::config::ConfigError::Value(e.to_string()))?;
     let transport = mqtt::Transport::for_broker(&broker, cfg.tls_ca_file.as_deref())
-        .map_err(crate::config::ConfigError::Value)?;
+        .map_err(|e| crate::config::ConfigError::Value(e.to_string()))?;
     Ok((broker, transport))
 }
 

@@ -192,7 +192,7 @@ pub async fn observe_broker(
         opts.set_credentials(u.clone(), p.clone());
     }
     crate::mqtt::Transport::for_broker(broker, tls_ca_file)
-        .map_err(CliError::Broker)?
+        .map_err(|e| CliError::Broker(e.to_string()))?
         .apply(&mut opts);
     let (client, mut ev) = AsyncClient::new(opts, 16);
     let mut fleet = Fleet::new(u64::MAX / 2);

@@ -2,7 +2,6 @@
 //! (topic, signature, size and admission checks, then presence, status, heartbeats,
 //! events), deleted retained topics, and desired documents read back from the broker.
 
-use super::publish::qos;
 use super::{now_ms, Engine};
 use crate::audit::AuditEntry;
 use crate::metrics::Metrics;
@@ -13,6 +12,7 @@ use crate::reconcile::{self, Republish};
 use crate::reports::{
     self, check_report, follow_generation, oversized_report, MAX_UNDECLARED_NODES,
 };
+use edge_io::mqtt::qos;
 use schemas::{DesiredState, Event, Heartbeat, NodeChannel, NodeStatus, Presence, Topic};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;

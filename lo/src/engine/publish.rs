@@ -9,34 +9,19 @@ use crate::mqtt;
 use crate::status::{
     self, fit_status, ReportsView, ServedView, StatusInput, MAX_STATUS_BYTES, VERSION,
 };
+use edge_io::mqtt::publish;
 use schemas::{DesiredState, LoChannel, NodeChannel, SiteStatus};
 use std::time::Instant;
 
 /// Room for the fixed header and topic length of a PUBLISH, besides topic and payload.
 const PUBLISH_OVERHEAD: usize = 16;
 
-/// The rumqttc QoS of a protocol QoS.
-// TODO(merge): edge_io::mqtt::qos
-pub(super) fn qos(q: schemas::Qos) -> rumqttc::QoS {
-    match q {
-        schemas::Qos::AtMostOnce => rumqttc::QoS::AtMostOnce,
-        schemas::Qos::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
-    }
-}
-
 impl Engine {
     /// Publishes the LO's presence (retained; the Will says offline).
     pub(super) async fn publish_presence(&mut self, online: bool, epoch: u64) {
-        let delivery = LoChannel::Online.publish();
-        let _ = self
-            .client
-            .publish(
-                self.topics.lo(&self.site, LoChannel::Online),
-                qos(delivery.qos),
-                delivery.retain,
-                mqtt::presence(online, epoch, VERSION),
-            )
-            .await;
+        let topic = self.topics.lo(&self.site, LoChannel::Online);
+        let payload = mqtt::presence(online, epoch, VERSION);
+        let _ = publish(&self.client, &topic, LoChannel::Online.publish(), payload).await;
     }
 
     /// The site status now (see [`status::site_status`]); sets the online and converged
@@ -132,11 +117,13 @@ impl Engine {
         // What we publish now is what the broker will hold: nothing left to re-assert.
         self.suspect.remove(node);
         let digest = self.digest(&payload);
-        let delivery = NodeChannel::Desired.publish();
-        if let Err(e) = self
-            .client
-            .publish(topic, qos(delivery.qos), delivery.retain, payload)
-            .await
+        if let Err(e) = publish(
+            &self.client,
+            &topic,
+            NodeChannel::Desired.publish(),
+            payload,
+        )
+        .await
         {
             tracing::warn!(node = %node, error = %e, "cannot queue desired document");
             self.unsent.insert(node.to_owned());
@@ -183,12 +170,7 @@ impl Engine {
                 .inc();
             return;
         };
-        let delivery = LoChannel::Status.publish();
-        if let Err(e) = self
-            .client
-            .publish(topic, qos(delivery.qos), delivery.retain, payload)
-            .await
-        {
+        if let Err(e) = publish(&self.client, &topic, LoChannel::Status.publish(), payload).await {
             tracing::warn!(error = %e, "cannot publish the site status");
         }
     }
