@@ -19,7 +19,10 @@
 
 pub mod agent;
 pub mod config;
+pub mod counters;
+pub mod error;
 pub mod health;
+mod inbox;
 pub mod mqtt;
 pub mod plan;
 pub mod reconcile;
@@ -27,5 +30,10 @@ pub mod report;
 pub mod runtime;
 pub mod store;
 
-pub use agent::{run, spawn, AgentError, AgentHandle, Counters};
+pub use agent::{run, spawn, AgentHandle};
+pub use counters::Counters;
+pub use error::AgentError;
+
+/// The agent's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub use config::{resolve, Config};

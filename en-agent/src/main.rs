@@ -230,7 +230,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Command::Version => {
-            println!("en-agent {}", en_agent::agent::VERSION);
+            println!("en-agent {}", en_agent::VERSION);
             return Ok(());
         }
         Command::Keygen {
@@ -293,7 +293,7 @@ fn main() -> anyhow::Result<()> {
             node = %config.node,
             broker = %config.broker.as_ref().map_or("none (offline)".to_owned(), ToString::to_string),
             state_dir = %config.state_dir.display(),
-            version = en_agent::agent::VERSION,
+            version = en_agent::VERSION,
             "en-agent starting"
         );
         let token = CancellationToken::new();

@@ -8,10 +8,12 @@
 //! the publisher republishes presence, resubscribes and publishes the full status
 //! (rumqttc neither resubscribes nor keeps unacked QoS 1 messages across sessions).
 
-use crate::agent::{Counters, Inbox, VERSION};
 use crate::config::Config;
+use crate::counters::Counters;
+use crate::inbox::Inbox;
 use crate::report;
 use crate::store::write_atomic;
+use crate::VERSION;
 use rumqttc::{AsyncClient, Event as MqttEvent, LastWill, MqttOptions, Packet, QoS};
 use schemas::wire::{Event, Heartbeat, HeartbeatSchema, NodeStatus, Presence, PresenceSchema};
 use schemas::{BrokerUrl, NodeChannel, Topics};
