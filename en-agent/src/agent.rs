@@ -5,9 +5,10 @@ use crate::config::Config;
 use crate::counters::{bump, Counters};
 use crate::error::AgentError;
 use crate::inbox::Inbox;
-use crate::plan::{Identity, Observed, Plan};
+use crate::plan::{Observed, Plan};
 use crate::reconcile::{Outcome, ReconcileSettings, Reconciler};
 use crate::report;
+use crate::runtime::spec::Identity;
 use crate::runtime::ContainerRuntime;
 use crate::store::{Accepted, Store};
 use futures_util::StreamExt;
@@ -182,7 +183,7 @@ async fn watch_changes(
         // Something may have changed while the stream was down: resync.
         changes.notify_one();
         let delay =
-            crate::plan::backoff(500, failures, fastrand::f64()).min(Duration::from_secs(30));
+            crate::retry::backoff(500, failures, fastrand::f64()).min(Duration::from_secs(30));
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
@@ -366,7 +367,7 @@ impl Core {
                     }
                     plan.actions.clear();
                     wake = now
-                        + crate::plan::backoff(1_000, unreachable, fastrand::f64())
+                        + crate::retry::backoff(1_000, unreachable, fastrand::f64())
                             .min(Duration::from_secs(30));
                 }
             }

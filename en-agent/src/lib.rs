@@ -27,6 +27,7 @@ pub mod mqtt;
 pub mod plan;
 pub mod reconcile;
 pub mod report;
+pub mod retry;
 pub mod runtime;
 pub mod store;
 
