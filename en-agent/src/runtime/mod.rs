@@ -2,10 +2,11 @@
 //!
 //! [`ContainerRuntime`] is everything the agent asks of a container engine. The Docker
 //! implementation ([`docker::DockerRuntime`], bollard) is the only place Docker types
-//! appear; [`fake::FakeRuntime`] is an in-memory engine with knobs for tests and for the
-//! fleet simulator.
+//! appear; `fake::FakeRuntime` (cargo feature `fake`, off by default: tests and the fleet
+//! simulator only) is an in-memory engine with knobs.
 
 pub mod docker;
+#[cfg(feature = "fake")]
 pub mod fake;
 pub mod spec;
 
