@@ -255,7 +255,9 @@ fn main() -> anyhow::Result<()> {
         Command::Healthcheck(args) => {
             let result = load_config(&args)
                 .map_err(|e| format!("config: {e:#}"))
-                .and_then(|c| en_agent::health::check(&c, HEALTH_TIMEOUT));
+                .and_then(|c| {
+                    en_agent::health::check(&c, HEALTH_TIMEOUT).map_err(|e| e.to_string())
+                });
             match result {
                 Ok(line) => {
                     eprintln!("healthy: {line}");
