@@ -57,7 +57,15 @@ pub struct CompMemory {
 }
 
 impl CompMemory {
-    fn reset_crashes(&mut self) {
+    /// Forgets attempts, failures, backoffs, the unhealthy streak and crash counts (not
+    /// the baselines: which container, its restart count, its health restarts).
+    fn start_afresh(&mut self) {
+        self.attempts = 0;
+        self.next_try = None;
+        self.last_error = None;
+        self.failed = false;
+        self.unhealthy_streak = 0;
+        self.next_health_restart = None;
         self.crashes = 0;
         self.last_crash = None;
         self.crash_exit_code = None;
@@ -105,15 +113,9 @@ impl Memory {
         self.generation = generation;
         self.removed.clear();
         for m in self.comps.values_mut() {
-            m.attempts = 0;
-            m.next_try = None;
-            m.last_error = None;
-            m.failed = false;
-            m.unhealthy_streak = 0;
-            m.next_health_restart = None;
             // The crash baseline (container, restart count) stays: only crashes seen from
             // now on count against the new generation's limit.
-            m.reset_crashes();
+            m.start_afresh();
         }
     }
 
@@ -264,13 +266,7 @@ impl Memory {
         for v in &plan.components {
             if v.state == State::Installed && v.desired {
                 if let Some(m) = self.comps.get_mut(&v.key) {
-                    m.attempts = 0;
-                    m.next_try = None;
-                    m.last_error = None;
-                    m.failed = false;
-                    m.unhealthy_streak = 0;
-                    m.next_health_restart = None;
-                    m.reset_crashes();
+                    m.start_afresh();
                 }
             }
         }

@@ -9,7 +9,7 @@
 //! ## Layout
 //! - this file: the plan of a whole document — leftovers first (reverse dependency
 //!   order), then each desired deployment in start order, then networks nobody needs;
-//! - [`component`]: the decision for one desired component (keep, start, pull, replace,
+//! - `component`: the decision for one desired component (keep, start, pull, replace,
 //!   create, restart when unhealthy, wait for a dependency or a retry, give up);
 //! - [`memory`]: the failure memory the decisions read (attempts, crashes, health
 //!   restarts); its retry deadlines come from [`crate::retry`].
