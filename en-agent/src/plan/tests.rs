@@ -332,3 +332,166 @@ fn start_order_puts_dependencies_first_and_cycles_last() {
     ];
     assert_eq!(start_order(&cyc), vec![2, 0, 1]);
 }
+
+#[test]
+fn component_cases_table() {
+    use schemas::component::{Healthcheck, PortMapping, RestartPolicy, UpdateOrder};
+    let id = Identity::new("s", "n");
+    let now = Instant::now();
+    let job = |restart: RestartPolicy| {
+        Component {
+            restart,
+            ..comp("job", "r/job:1", &[])
+        }
+        .with_hash()
+    };
+    let exited = |c: &Component, code: i64| {
+        let mut k = container(&id, c, "exited");
+        k.exit_code = Some(code);
+        k
+    };
+    let hc = Component {
+        healthcheck: Some(Healthcheck {
+            test: vec!["CMD".into(), "true".into()],
+            interval_ms: 1_000,
+            timeout_ms: 1_000,
+            retries: 1,
+            start_period_ms: 0,
+        }),
+        ..comp("web", "r/web:1", &[])
+    }
+    .with_hash();
+    let mut unhealthy = container(&id, &hc, "running");
+    unhealthy.health = schemas::Health::Unhealthy;
+    let web1 = comp("web", "r/web:1", &[]);
+    let start_first = |ports: Vec<PortMapping>| {
+        Component {
+            update_order: UpdateOrder::StartFirst,
+            ports,
+            ..comp("web", "r/web:2", &[])
+        }
+        .with_hash()
+    };
+    let sf = start_first(vec![]);
+    let fixed = start_first(vec![PortMapping {
+        container: 80,
+        host: Some(8080),
+        host_ip: None,
+        protocol: Default::default(),
+    }]);
+    let db = comp("db", "r/db:1", &[]);
+    let api = comp("api", "r/api:1", &["db"]);
+    let mut db_failed = refreshed(&[("d", &db), ("d", &api)]);
+    db_failed
+        .entry(&("d".into(), "db".into()), &db.spec_hash)
+        .failed = true;
+    // (name, components, containers, images, memory, actions, states, reasons)
+    type Case<'a> = (
+        &'a str,
+        Vec<Component>,
+        Vec<ContainerInfo>,
+        Vec<&'a str>,
+        Memory,
+        Vec<&'a str>,
+        Vec<State>,
+        Vec<&'a str>,
+    );
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "restart no, exit 0: the job completed",
+            vec![job(RestartPolicy::No)],
+            vec![exited(&job(RestartPolicy::No), 0)],
+            vec![],
+            Memory::default(),
+            vec![],
+            vec![State::Installed],
+            vec!["completed"],
+        ),
+        (
+            "restart no, exit 1: failed for good",
+            vec![job(RestartPolicy::No)],
+            vec![exited(&job(RestartPolicy::No), 1)],
+            vec![],
+            Memory::default(),
+            vec![],
+            vec![State::Failed],
+            vec!["exited"],
+        ),
+        (
+            "on-failure, exit 0: completed",
+            vec![job(RestartPolicy::OnFailure)],
+            vec![exited(&job(RestartPolicy::OnFailure), 0)],
+            vec![],
+            Memory::default(),
+            vec![],
+            vec![State::Installed],
+            vec!["completed"],
+        ),
+        (
+            "always, stopped without a counted crash: started again",
+            vec![job(RestartPolicy::Always)],
+            vec![exited(&job(RestartPolicy::Always), 1)],
+            vec![],
+            Memory::default(),
+            vec!["start job"],
+            vec![State::Installing],
+            vec!["container stopped"],
+        ),
+        (
+            "unhealthy: restarted by the agent",
+            vec![hc.clone()],
+            vec![unhealthy],
+            vec!["r/web:1"],
+            Memory::default(),
+            vec!["restart web"],
+            vec![State::Installing],
+            vec!["unhealthy"],
+        ),
+        (
+            "start-first: the new one is created beside the old one",
+            vec![sf.clone()],
+            vec![container(&id, &web1, "running")],
+            vec!["r/web:2"],
+            refreshed(&[("d", &sf)]),
+            vec!["create web"],
+            vec![State::Installing],
+            vec!["creating container"],
+        ),
+        (
+            "start-first with a fixed host port: stop-first",
+            vec![fixed.clone()],
+            vec![container(&id, &web1, "running")],
+            vec!["r/web:2"],
+            refreshed(&[("d", &fixed)]),
+            vec!["remove web"],
+            vec![State::Installing],
+            vec!["spec changed"],
+        ),
+        (
+            "a failed dependency fails its dependents without acting",
+            vec![api.clone(), db.clone()],
+            vec![],
+            vec!["r/api:1", "r/db:1"],
+            db_failed,
+            vec![],
+            vec![State::Failed, State::Failed],
+            vec!["dependency failed", "attempt limit reached"],
+        ),
+    ];
+    for (name, components, containers, imgs, memory, actions, states, reasons) in cases {
+        let observed = Observed {
+            containers,
+            images: images(&imgs),
+            ..Observed::default()
+        };
+        let p = plan(Some(&doc(components)), &observed, &memory, &id, now);
+        assert_eq!(kinds(&p), actions, "{name}");
+        let got: Vec<(State, &str)> = p
+            .components
+            .iter()
+            .map(|v| (v.state, v.reason.as_str()))
+            .collect();
+        let want: Vec<(State, &str)> = states.into_iter().zip(reasons).collect();
+        assert_eq!(got, want, "{name}");
+    }
+}
