@@ -380,19 +380,6 @@ impl Store {
         Ok(Ok(Accepted::New))
     }
 
-    /// The stored session epoch (0 when none).
-    pub fn load_epoch(&self) -> u64 {
-        std::fs::read_to_string(self.dir.join("epoch"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// Persists the session epoch.
-    pub fn save_epoch(&self, epoch: u64) -> Result<(), StoreError> {
-        write_atomic(&self.dir.join("epoch"), format!("{epoch}\n").as_bytes())
-    }
-
     /// The state directory.
     pub fn dir(&self) -> &Path {
         &self.dir
