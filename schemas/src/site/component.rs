@@ -203,7 +203,7 @@ pub(super) fn resolve_component(
                     default_ms
                 }
                 Err(e) => {
-                    report(&format!("healthcheck.{field}"), e);
+                    report(&format!("healthcheck.{field}"), e.to_string());
                     default_ms
                 }
             },

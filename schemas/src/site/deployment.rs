@@ -51,7 +51,7 @@ pub(super) fn resolve_policy(
                 default.backoff_ms
             }
             Err(e) => {
-                ctx.problem(problems, &format!("{at}.backoff"), e);
+                ctx.problem(problems, &format!("{at}.backoff"), e.to_string());
                 default.backoff_ms
             }
         },

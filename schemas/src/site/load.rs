@@ -48,6 +48,23 @@ pub struct SiteLimits {
     pub max_problems: usize,
 }
 
+/// Why a set of [`SiteLimits`] cannot be used ([`SiteLimits::validate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LimitsError {
+    /// A limit is zero (the name of the limit).
+    #[error("limits.{0} must be positive")]
+    NotPositive(&'static str),
+    /// `max_yaml_depth` is above what the loader's recursion allows.
+    #[error("limits.max_yaml_depth must be at most 256")]
+    YamlTooDeep,
+    /// `max_folder_depth` is above what the readers' stacks allow.
+    #[error("limits.max_folder_depth must be at most 64")]
+    FoldersTooDeep,
+    /// `max_problems` leaves no room in the site status for the closing count entry.
+    #[error("limits.max_problems must be at most 99")]
+    TooManyProblems,
+}
+
 impl Default for SiteLimits {
     fn default() -> Self {
         SiteLimits {
@@ -79,7 +96,7 @@ impl SiteLimits {
 
     /// Checks the limits themselves (all positive, depth within what the loader's fixed
     /// stacks allow).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), LimitsError> {
         let counts = [
             ("max_file_bytes", self.max_file_bytes as usize),
             ("max_site_bytes", self.max_site_bytes as usize),
@@ -95,19 +112,19 @@ impl SiteLimits {
             ("max_problems", self.max_problems),
         ];
         if let Some((name, _)) = counts.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("limits.{name} must be positive"));
+            return Err(LimitsError::NotPositive(name));
         }
         // serde deserialisation and `Value` drop recurse once per level: keep them shallow.
         if self.max_yaml_depth > 256 {
-            return Err("limits.max_yaml_depth must be at most 256".into());
+            return Err(LimitsError::YamlTooDeep);
         }
         if self.max_folder_depth > 64 {
-            return Err("limits.max_folder_depth must be at most 64".into());
+            return Err(LimitsError::FoldersTooDeep);
         }
         // The LO's site status lists at most 100 problems: the loader's list, with its
         // closing `… and N more problems` entry, must fit whole.
         if self.max_problems > 99 {
-            return Err("limits.max_problems must be at most 99".into());
+            return Err(LimitsError::TooManyProblems);
         }
         Ok(())
     }

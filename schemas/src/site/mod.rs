@@ -28,9 +28,12 @@ mod parse;
 mod security;
 
 pub use component::{ComponentSpec, EnvSpec, HealthcheckSpec, ResourcesSpec, TestSpec};
-pub use load::{bound_problems, load_site, load_site_with, parse_yaml_values, SiteLimits};
+pub use load::{
+    bound_problems, load_site, load_site_with, parse_yaml_values, LimitsError, SiteLimits,
+};
 pub use parse::{
-    parse_duration, validate_image_reference, PortLong, PortSpec, Scalar, VolumeLong, VolumeSpec,
+    parse_duration, validate_image_reference, DurationError, ImageRefError, PortLong, PortSpec,
+    Scalar, VolumeLong, VolumeSpec,
 };
 pub use security::{host_path_components, SecuritySpec};
 

@@ -92,13 +92,27 @@ pub struct VolumeLong {
     pub read_only: bool,
 }
 
+/// A duration that is neither a number of seconds nor a compose duration.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid duration `{text}`: {source}")]
+pub struct DurationError {
+    /// The text as written.
+    pub text: String,
+    /// Why it does not parse.
+    #[source]
+    pub source: humantime::DurationError,
+}
+
 /// Parses a compose duration: `30s`, `1m30s`, `500ms`, `2h` (a bare number is seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let t = text.trim();
     if let Ok(secs) = t.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(t).map_err(|e| format!("invalid duration `{text}`: {e}"))
+    humantime::parse_duration(t).map_err(|source| DurationError {
+        text: text.to_owned(),
+        source,
+    })
 }
 
 pub(super) fn parse_memory(m: &Scalar) -> Result<u64, String> {
@@ -281,24 +295,51 @@ pub(super) fn parse_volume(v: &VolumeSpec) -> Result<VolumeMount, String> {
     }
 }
 
+/// Why an image reference is refused by [`validate_image_reference`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageRefError {
+    /// The reference is empty.
+    #[error("empty")]
+    Empty,
+    /// The reference is longer than 512 characters.
+    #[error("longer than 512 characters")]
+    TooLong,
+    /// A digest without `:` between algorithm and hex.
+    #[error("digest must be algo:hex")]
+    DigestForm,
+    /// A digest other than `sha256:` and 64 hex digits.
+    #[error("invalid digest `{0}` (expected sha256:<64 hex digits>)")]
+    Digest(String),
+    /// A tag with characters Docker refuses, empty or longer than 128.
+    #[error("invalid tag `{0}`")]
+    Tag(String),
+    /// A registry host with characters other than letters, digits, `.` and `-`.
+    #[error("invalid registry host `{0}`")]
+    RegistryHost(String),
+    /// A registry port that is not a number from 0 to 65535 (the whole host part is kept).
+    #[error("invalid registry port in `{0}`")]
+    RegistryPort(String),
+    /// A repository path component other than lowercase letters, digits, `.`, `_`, `-`.
+    #[error("invalid repository path component `{0}` (lowercase letters, digits, '.', '_', '-')")]
+    PathComponent(String),
+}
+
 /// Checks a Docker image reference: `[host[:port]/]path[:tag][@algo:hex]`.
-pub fn validate_image_reference(reference: &str) -> Result<(), String> {
+pub fn validate_image_reference(reference: &str) -> Result<(), ImageRefError> {
     if reference.is_empty() {
-        return Err("empty".into());
+        return Err(ImageRefError::Empty);
     }
     if reference.len() > 512 {
-        return Err("longer than 512 characters".into());
+        return Err(ImageRefError::TooLong);
     }
     let (name_tag, digest) = match reference.split_once('@') {
         Some((n, d)) => (n, Some(d)),
         None => (reference, None),
     };
     if let Some(d) = digest {
-        let (algo, hex) = d.split_once(':').ok_or("digest must be algo:hex")?;
+        let (algo, hex) = d.split_once(':').ok_or(ImageRefError::DigestForm)?;
         if algo != "sha256" || hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!(
-                "invalid digest `{d}` (expected sha256:<64 hex digits>)"
-            ));
+            return Err(ImageRefError::Digest(d.to_owned()));
         }
     }
     // A tag follows the last ':' after the last '/'.
@@ -321,7 +362,7 @@ pub fn validate_image_reference(reference: &str) -> Result<(), String> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
         if !ok {
-            return Err(format!("invalid tag `{tag}`"));
+            return Err(ImageRefError::Tag(tag.to_owned()));
         }
     }
     let mut segments: Vec<&str> = name.split('/').collect();
@@ -338,11 +379,11 @@ pub fn validate_image_reference(reference: &str) -> Result<(), String> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
             {
-                return Err(format!("invalid registry host `{first}`"));
+                return Err(ImageRefError::RegistryHost(first.to_owned()));
             }
             if let Some(p) = port {
                 p.parse::<u16>()
-                    .map_err(|_| format!("invalid registry port in `{first}`"))?;
+                    .map_err(|_| ImageRefError::RegistryPort(first.to_owned()))?;
             }
             segments.remove(0);
         }
@@ -355,9 +396,7 @@ pub fn validate_image_reference(reference: &str) -> Result<(), String> {
                 c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
             });
         if !ok {
-            return Err(format!(
-                "invalid repository path component `{seg}` (lowercase letters, digits, '.', '_', '-')"
-            ));
+            return Err(ImageRefError::PathComponent((*seg).to_owned()));
         }
     }
     Ok(())
