@@ -2,7 +2,7 @@
 //! `main.rs` parses flags and prints).
 
 use crate::observe::Fleet;
-use crate::plan::{self, NodeInput, Plan};
+use crate::preview::{self, NodeInput, Plan};
 use crate::render;
 use crate::source::{missing_site_problem, read_worktree, worktree_head, SourceError};
 use schemas::site::{SiteDocs, SiteLimits};
@@ -165,7 +165,7 @@ pub fn plan_worktree(
             ));
         }
     }
-    Ok(plan::plan(site, &commit, inputs))
+    Ok(preview::plan(site, &commit, inputs))
 }
 
 /// Most nodes `lo plan` reads from the broker (the LO's own bound for auto-enrolled nodes).

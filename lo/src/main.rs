@@ -383,7 +383,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         who.push(format!("gen={g}"));
                     }
                     if let Some(c) = &e.commit {
-                        who.push(format!("commit={}", lo::plan::short(c)));
+                        who.push(format!("commit={}", lo::preview::short(c)));
                     }
                     println!("{} {:<9} {} {}", e.at, e.kind, who.join(" "), e.message);
                 }
