@@ -3,7 +3,7 @@
 //! gives the exit code; the rest is the library side the tests call.
 //!
 //! - this file: [`validate`] a working tree as `lo run` validates a commit, and
-//!   [`plan_worktree`] (the [`preview`](crate::preview) of a working tree);
+//!   [`plan_worktree`] (the [`crate::preview`] of a working tree);
 //! - [`commands`]: each command run to its output and exit code;
 //! - `broker`: [`observe_broker`], what `lo plan` reads from a running site;
 //! - `acl`: [`mosquitto_acl`] and [`node_username`].

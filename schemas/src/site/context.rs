@@ -1,9 +1,9 @@
 //! The document being checked: a file and one of its YAML documents. Every problem is
 //! reported through it, with the file, the line of the field and the field.
 
+use super::yaml;
 use crate::names::validate_name;
 use crate::wire::DocProblem;
-use crate::yaml;
 use serde::de::DeserializeOwned;
 
 pub(super) struct Ctx<'a> {

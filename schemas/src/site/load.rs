@@ -4,9 +4,9 @@
 use super::context::Ctx;
 use super::deployment::{resolve_deployment, resolve_policy};
 use super::security::{check_security_spec, public_key_ok};
+use super::yaml;
 use super::{Deployment, Node, NodeEntry, Site, SiteDocs, Targets};
 use crate::wire::DocProblem;
-use crate::yaml;
 use serde::{Deserialize, Serialize};
 
 /// Bounds on a site's Git input. Every one that is exceeded is a [`DocProblem`] (the

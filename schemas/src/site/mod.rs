@@ -18,7 +18,8 @@
 //!   references) with their typed errors;
 //! - `security`: [`SecuritySpec`] and the checks a commit must pass (bind mounts, host
 //!   ports, node keys);
-//! - `context`: the document being checked, which names file, line and field in a problem.
+//! - `context`: the document being checked, which names file, line and field in a problem;
+//! - `yaml`: the bounded YAML reader that remembers the line of every field.
 
 mod component;
 mod context;
@@ -26,6 +27,7 @@ mod deployment;
 mod load;
 mod parse;
 mod security;
+mod yaml;
 
 pub use component::{ComponentSpec, EnvSpec, HealthcheckSpec, ResourcesSpec, TestSpec};
 pub use load::{
