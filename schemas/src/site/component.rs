@@ -157,11 +157,11 @@ pub(super) fn resolve_component(
         match parse_port(p) {
             Ok(pm) => {
                 if let Err(e) = port_allowed(&pm, security) {
-                    report(&format!("ports[{i}]"), e);
+                    report(&format!("ports[{i}]"), e.to_string());
                 }
                 ports.push(pm)
             }
-            Err(e) => report(&format!("ports[{i}]"), e),
+            Err(e) => report(&format!("ports[{i}]"), e.to_string()),
         }
     }
     let mut volumes = Vec::new();
@@ -169,11 +169,11 @@ pub(super) fn resolve_component(
         match parse_volume(v) {
             Ok(vm) => {
                 if let Err(e) = mount_allowed(&vm, security) {
-                    report(&format!("volumes[{i}]"), e);
+                    report(&format!("volumes[{i}]"), e.to_string());
                 }
                 volumes.push(vm)
             }
-            Err(e) => report(&format!("volumes[{i}]"), e),
+            Err(e) => report(&format!("volumes[{i}]"), e.to_string()),
         }
     }
     let healthcheck = c.healthcheck.as_ref().map(|h| {
@@ -221,13 +221,13 @@ pub(super) fn resolve_component(
         if let Some(m) = &r.memory {
             match parse_memory(m) {
                 Ok(b) => resources.memory_bytes = Some(b),
-                Err(e) => report("resources.memory", e),
+                Err(e) => report("resources.memory", e.to_string()),
             }
         }
         if let Some(cpus) = &r.cpus {
             match parse_cpus(cpus) {
                 Ok(n) => resources.nano_cpus = Some(n),
-                Err(e) => report("resources.cpus", e),
+                Err(e) => report("resources.cpus", e.to_string()),
             }
         }
     }

@@ -295,7 +295,7 @@ where
                     if let Some(n) = ctx.parse::<Node>(&mut problems) {
                         if let Some(key) = &n.spec.public_key {
                             if let Err(e) = public_key_ok(key) {
-                                ctx.problem(&mut problems, "spec.publicKey", e);
+                                ctx.problem(&mut problems, "spec.publicKey", e.to_string());
                             }
                         }
                         if ctx.name_ok(&n.metadata.name, &mut problems) {

@@ -2,7 +2,7 @@
 //! ports, volumes and image references.
 
 use crate::component::{PortMapping, Protocol, VolumeKind, VolumeMount};
-use crate::names::validate_name;
+use crate::names::{validate_name, NameError};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -115,7 +115,52 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     })
 }
 
-pub(super) fn parse_memory(m: &Scalar) -> Result<u64, String> {
+/// Why a compose-style value (memory, cpus, a port, a volume) is refused; the message of the
+/// problem that names its field.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ValueError {
+    #[error("invalid memory `{0}` (e.g. 64M, 1G, 268435456)")]
+    Memory(String),
+    #[error("memory `{0}` is below Docker's minimum of 6M")]
+    MemoryTooSmall(String),
+    #[error("memory `{0}` is above the maximum of 2^63 - 1 bytes")]
+    MemoryTooLarge(String),
+    #[error("invalid cpus `{0}` (e.g. 0.5)")]
+    Cpus(String),
+    #[error("cpus `{0}` must be above 0 and at most 1024")]
+    CpusOutOfRange(String),
+    /// `what` is `container` or `host`.
+    #[error("invalid {what} port `{port}` (1 to 65535)")]
+    PortNumber { what: &'static str, port: String },
+    #[error("invalid host address `{0}`")]
+    HostAddress(String),
+    #[error("invalid host address `{ip}` in port `{port}`")]
+    HostAddressInPort { ip: String, port: String },
+    #[error("invalid port `{0}` (expected [host_ip:][host:]container[/tcp|udp])")]
+    Port(String),
+    #[error("port ranges are not supported: `{0}`")]
+    PortRange(String),
+    #[error("volume target `{0}` must be an absolute path")]
+    RelativeTarget(String),
+    #[error("a tmpfs mount takes no source")]
+    TmpfsSource,
+    #[error("bind source `{0}` must be an absolute path")]
+    RelativeBindSource(String),
+    #[error("{0}")]
+    VolumeName(NameError),
+    #[error("anonymous volume `{0}` is not supported: write name:{0} or /host/path:{0}")]
+    AnonymousVolume(String),
+    #[error("invalid volume `{0}` (expected source:target[:ro|rw])")]
+    Volume(String),
+    #[error("invalid volume mode `{mode}` in `{volume}` (ro or rw)")]
+    VolumeMode { mode: String, volume: String },
+    #[error("relative host path `{0}` is not supported on a device: use an absolute path")]
+    RelativeHostPath(String),
+    #[error("volume `{volume}`: {reason}")]
+    ShortVolumeName { volume: String, reason: NameError },
+}
+
+pub(super) fn parse_memory(m: &Scalar) -> Result<u64, ValueError> {
     let text = m.to_string();
     let t = text.trim().to_ascii_lowercase();
     let t = t.strip_suffix('b').unwrap_or(&t);
@@ -125,41 +170,40 @@ pub(super) fn parse_memory(m: &Scalar) -> Result<u64, String> {
         Some((i, 'g')) => (&t[..i], 1 << 30),
         _ => (t, 1),
     };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid memory `{text}` (e.g. 64M, 1G, 268435456)"))?;
+    let n: f64 = num.parse().map_err(|_| ValueError::Memory(text.clone()))?;
     let bytes = n * mult as f64;
     if bytes.is_nan() || bytes < 6.0 * 1024.0 * 1024.0 {
-        return Err(format!("memory `{text}` is below Docker's minimum of 6M"));
+        return Err(ValueError::MemoryTooSmall(text));
     }
     if !bytes.is_finite() || bytes > crate::bounds::MAX_RESOURCE as f64 {
-        return Err(format!(
-            "memory `{text}` is above the maximum of 2^63 - 1 bytes"
-        ));
+        return Err(ValueError::MemoryTooLarge(text));
     }
     Ok(bytes as u64)
 }
 
-pub(super) fn parse_cpus(c: &Scalar) -> Result<u64, String> {
+pub(super) fn parse_cpus(c: &Scalar) -> Result<u64, ValueError> {
     let text = c.to_string();
     let n: f64 = text
         .trim()
         .parse()
-        .map_err(|_| format!("invalid cpus `{text}` (e.g. 0.5)"))?;
+        .map_err(|_| ValueError::Cpus(text.clone()))?;
     if n.is_nan() || n <= 0.0 || n > 1024.0 {
-        return Err(format!("cpus `{text}` must be above 0 and at most 1024"));
+        return Err(ValueError::CpusOutOfRange(text));
     }
     Ok((n * 1e9).round() as u64)
 }
 
-fn parse_port_number(s: &str, what: &str) -> Result<u16, String> {
+fn parse_port_number(s: &str, what: &'static str) -> Result<u16, ValueError> {
     match s.parse::<u16>() {
         Ok(p) if p > 0 => Ok(p),
-        _ => Err(format!("invalid {what} port `{s}` (1 to 65535)")),
+        _ => Err(ValueError::PortNumber {
+            what,
+            port: s.to_owned(),
+        }),
     }
 }
 
-pub(super) fn parse_port(p: &PortSpec) -> Result<PortMapping, String> {
+pub(super) fn parse_port(p: &PortSpec) -> Result<PortMapping, ValueError> {
     match p {
         PortSpec::Number(n) => Ok(PortMapping {
             container: parse_port_number(&n.to_string(), "container")?,
@@ -171,7 +215,7 @@ pub(super) fn parse_port(p: &PortSpec) -> Result<PortMapping, String> {
             parse_port_number(&l.target.to_string(), "container")?;
             if let Some(ip) = &l.host_ip {
                 ip.parse::<std::net::IpAddr>()
-                    .map_err(|_| format!("invalid host address `{ip}`"))?;
+                    .map_err(|_| ValueError::HostAddress(ip.clone()))?;
             }
             Ok(PortMapping {
                 container: l.target,
@@ -181,8 +225,7 @@ pub(super) fn parse_port(p: &PortSpec) -> Result<PortMapping, String> {
             })
         }
         PortSpec::Short(s) => {
-            let bad =
-                || format!("invalid port `{s}` (expected [host_ip:][host:]container[/tcp|udp])");
+            let bad = || ValueError::Port(s.clone());
             let (rest, protocol) = match s.rsplit_once('/') {
                 Some((r, "tcp")) => (r, Protocol::Tcp),
                 Some((r, "udp")) => (r, Protocol::Udp),
@@ -205,14 +248,17 @@ pub(super) fn parse_port(p: &PortSpec) -> Result<PortMapping, String> {
             };
             if let Some(ip) = &host_ip {
                 ip.parse::<std::net::IpAddr>()
-                    .map_err(|_| format!("invalid host address `{ip}` in port `{s}`"))?;
+                    .map_err(|_| ValueError::HostAddressInPort {
+                        ip: ip.clone(),
+                        port: s.clone(),
+                    })?;
             }
             let (host, container) = match rest.split_once(':') {
                 Some((h, c)) => (Some(parse_port_number(h, "host")?), c),
                 None => (None, rest),
             };
             if container.contains('-') {
-                return Err(format!("port ranges are not supported: `{s}`"));
+                return Err(ValueError::PortRange(s.clone()));
             }
             Ok(PortMapping {
                 container: parse_port_number(container, "container")?,
@@ -224,12 +270,12 @@ pub(super) fn parse_port(p: &PortSpec) -> Result<PortMapping, String> {
     }
 }
 
-pub(super) fn parse_volume(v: &VolumeSpec) -> Result<VolumeMount, String> {
+pub(super) fn parse_volume(v: &VolumeSpec) -> Result<VolumeMount, ValueError> {
     let check_target = |t: &str| {
         if t.starts_with('/') {
             Ok(())
         } else {
-            Err(format!("volume target `{t}` must be an absolute path"))
+            Err(ValueError::RelativeTarget(t.to_owned()))
         }
     };
     match v {
@@ -237,13 +283,11 @@ pub(super) fn parse_volume(v: &VolumeSpec) -> Result<VolumeMount, String> {
             check_target(&l.target)?;
             let source = l.source.clone().unwrap_or_default();
             match l.kind {
-                VolumeKind::Tmpfs if !source.is_empty() => {
-                    return Err("a tmpfs mount takes no source".into())
-                }
+                VolumeKind::Tmpfs if !source.is_empty() => return Err(ValueError::TmpfsSource),
                 VolumeKind::Bind if !source.starts_with('/') => {
-                    return Err(format!("bind source `{source}` must be an absolute path"))
+                    return Err(ValueError::RelativeBindSource(source))
                 }
-                VolumeKind::Volume => validate_name(&source).map_err(|e| e.to_string())?,
+                VolumeKind::Volume => validate_name(&source).map_err(ValueError::VolumeName)?,
                 _ => {}
             }
             Ok(VolumeMount {
@@ -258,31 +302,29 @@ pub(super) fn parse_volume(v: &VolumeSpec) -> Result<VolumeMount, String> {
             let (source, target, mode) = match parts.as_slice() {
                 [src, tgt] => (*src, *tgt, None),
                 [src, tgt, mode] => (*src, *tgt, Some(*mode)),
-                [_] => {
-                    return Err(format!(
-                        "anonymous volume `{s}` is not supported: write name:{s} or /host/path:{s}"
-                    ))
-                }
-                _ => {
-                    return Err(format!(
-                        "invalid volume `{s}` (expected source:target[:ro|rw])"
-                    ))
-                }
+                [_] => return Err(ValueError::AnonymousVolume(s.clone())),
+                _ => return Err(ValueError::Volume(s.clone())),
             };
             check_target(target)?;
             let read_only = match mode {
                 None | Some("rw") => false,
                 Some("ro") => true,
-                Some(m) => return Err(format!("invalid volume mode `{m}` in `{s}` (ro or rw)")),
+                Some(m) => {
+                    return Err(ValueError::VolumeMode {
+                        mode: m.to_owned(),
+                        volume: s.clone(),
+                    })
+                }
             };
             let kind = if source.starts_with('/') {
                 VolumeKind::Bind
             } else if source.starts_with('.') || source.starts_with('~') {
-                return Err(format!(
-                    "relative host path `{source}` is not supported on a device: use an absolute path"
-                ));
+                return Err(ValueError::RelativeHostPath(source.to_owned()));
             } else {
-                validate_name(source).map_err(|e| format!("volume `{s}`: {e}"))?;
+                validate_name(source).map_err(|reason| ValueError::ShortVolumeName {
+                    volume: s.clone(),
+                    reason,
+                })?;
                 VolumeKind::Volume
             };
             Ok(VolumeMount {

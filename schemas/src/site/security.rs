@@ -69,13 +69,34 @@ fn covers(prefix: &[&str], path: &[&str]) -> bool {
     path.len() >= prefix.len() && path[..prefix.len()] == *prefix
 }
 
-pub(super) fn mount_allowed(m: &VolumeMount, security: &SecuritySpec) -> Result<(), String> {
+/// Why a commit breaks the site's security policy or carries an unusable node key; the
+/// message of the problem that names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum PolicyError {
+    #[error("bind source `{0}` must be an absolute path")]
+    RelativeBindSource(String),
+    #[error("bind mount of host path `{0}` is not under any of the site's allowedHostPaths (Site.spec.security)")]
+    NotAllowedHostPath(String),
+    #[error("bind mount of host path `{path}` is refused: it exposes the protected host path {protected} (list it in Site.spec.security.allowedHostPaths to allow it)")]
+    ProtectedHostPath {
+        path: String,
+        protected: &'static str,
+    },
+    #[error("host port {0} is privileged (below 1024): set Site.spec.security.allowPrivilegedPorts to allow it")]
+    PrivilegedPort(u16),
+    #[error("a public key is base64 of 32 bytes (en-agent keygen), not {0} bytes")]
+    PublicKeyLength(usize),
+    #[error("a public key is base64 of 32 bytes (en-agent keygen)")]
+    PublicKey,
+}
+
+pub(super) fn mount_allowed(m: &VolumeMount, security: &SecuritySpec) -> Result<(), PolicyError> {
     if m.kind != VolumeKind::Bind {
         return Ok(());
     }
     let source = crate::names::shorten(&m.source, 256);
     let Some(path) = host_path_components(&m.source) else {
-        return Err(format!("bind source `{source}` must be an absolute path"));
+        return Err(PolicyError::RelativeBindSource(source));
     };
     let normal = format!("/{}", path.join("/"));
     let listed = security.allowed_host_paths.as_ref().map(|list| {
@@ -85,11 +106,7 @@ pub(super) fn mount_allowed(m: &VolumeMount, security: &SecuritySpec) -> Result<
     });
     match listed {
         Some(true) => return Ok(()),
-        Some(false) => {
-            return Err(format!(
-                "bind mount of host path `{normal}` is not under any of the site's allowedHostPaths (Site.spec.security)"
-            ))
-        }
+        Some(false) => return Err(PolicyError::NotAllowedHostPath(normal)),
         None => {}
     }
     // Protected: the path itself, anything below it, and anything above it (mounting
@@ -97,19 +114,20 @@ pub(super) fn mount_allowed(m: &VolumeMount, security: &SecuritySpec) -> Result<
     for protected in PROTECTED_HOST_PATHS {
         let prot = host_path_components(protected).unwrap_or_default();
         if covers(&prot, &path) || covers(&path, &prot) {
-            return Err(format!(
-                "bind mount of host path `{normal}` is refused: it exposes the protected host path {protected} (list it in Site.spec.security.allowedHostPaths to allow it)"
-            ));
+            return Err(PolicyError::ProtectedHostPath {
+                path: normal,
+                protected,
+            });
         }
     }
     Ok(())
 }
 
-pub(super) fn port_allowed(p: &PortMapping, security: &SecuritySpec) -> Result<(), String> {
+pub(super) fn port_allowed(p: &PortMapping, security: &SecuritySpec) -> Result<(), PolicyError> {
     match p.host {
-        Some(host) if host < 1024 && !security.allow_privileged_ports => Err(format!(
-            "host port {host} is privileged (below 1024): set Site.spec.security.allowPrivilegedPorts to allow it"
-        )),
+        Some(host) if host < 1024 && !security.allow_privileged_ports => {
+            Err(PolicyError::PrivilegedPort(host))
+        }
         _ => Ok(()),
     }
 }
@@ -134,14 +152,11 @@ pub(super) fn check_security_spec(
 }
 
 /// Checks a node public key: base64 (standard, padded) of 32 bytes.
-pub(super) fn public_key_ok(key: &str) -> Result<(), String> {
+pub(super) fn public_key_ok(key: &str) -> Result<(), PolicyError> {
     use base64::Engine;
     match base64::engine::general_purpose::STANDARD.decode(key.trim()) {
         Ok(b) if b.len() == 32 => Ok(()),
-        Ok(b) => Err(format!(
-            "a public key is base64 of 32 bytes (en-agent keygen), not {} bytes",
-            b.len()
-        )),
-        Err(_) => Err("a public key is base64 of 32 bytes (en-agent keygen)".into()),
+        Ok(b) => Err(PolicyError::PublicKeyLength(b.len())),
+        Err(_) => Err(PolicyError::PublicKey),
     }
 }
