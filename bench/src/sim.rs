@@ -644,7 +644,10 @@ impl Lo {
                     ..lo::config::Config::default()
                 };
                 let token = tokio_util::sync::CancellationToken::new();
-                let running = lo::app::start(cfg, token.clone())
+                let source = lo::app::open_git_source(&cfg)
+                    .await
+                    .context("LO git source")?;
+                let running = lo::app::start(cfg, source, token.clone())
                     .await
                     .context("start LO")?;
                 Ok(Lo::InProcess(running, token))

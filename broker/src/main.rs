@@ -5,14 +5,12 @@
 //! Logs go to stderr, filtered by `RUST_LOG` (default `info`), as text or JSON; no colour
 //! codes unless stderr is a terminal.
 
-use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
 #[command(about = "edgefleet MQTT broker (embedded rumqttd)")]
@@ -74,15 +72,13 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match args.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
+    edge_io::trace::init(
+        match args.log_format {
+            LogFormat::Text => edge_io::trace::Format::Text,
+            LogFormat::Json => edge_io::trace::Format::Json,
+        },
+        "info",
+    );
 
     let mut config = match &args.config {
         Some(path) => broker::BrokerConfig::load(path)?,
@@ -98,7 +94,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("building the signal runtime")?;
-    runtime.block_on(shutdown_signal())?;
+    runtime
+        .block_on(edge_io::shutdown::try_signal())
+        .context("waiting for SIGTERM or ctrl-c")?;
     // rumqttd has no stop API: returning from main ends its threads.
     tracing::info!("shutdown signal received, exiting");
     Ok(())
@@ -141,20 +139,4 @@ fn random_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
     h.finish()
-}
-
-async fn shutdown_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-        tokio::select! {
-            _ = term.recv() => Ok(()),
-            res = tokio::signal::ctrl_c() => res.context("waiting for ctrl-c"),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.context("waiting for ctrl-c")
-    }
 }

@@ -199,7 +199,7 @@ pub fn spawn(
             started,
             keys.report,
         )
-        .map_err(AgentError::Mqtt)?;
+        .map_err(|e| AgentError::Mqtt(e.to_string()))?;
         tasks.spawn(session.run(shutdown.clone()));
     }
     let core = Core {

@@ -5,7 +5,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use en_agent::runtime::docker::DockerRuntime;
 use schemas::sign::Ed25519SigningKey;
 use std::collections::{BTreeMap, HashMap};
-use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -94,19 +93,16 @@ struct RunArgs {
     log_format: LogFormat,
 }
 
-/// Logs go to stderr (stdout stays free for command output), with colour codes only when
-/// stderr is a terminal (journald and `docker logs` show them as garbage).
+/// Logs go to stderr (stdout stays free for command output), `RUST_LOG` or `info`, with
+/// colour codes only when stderr is a terminal (`edge_io::trace`).
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    edge_io::trace::init(
+        match format {
+            LogFormat::Json => edge_io::trace::Format::Json,
+            LogFormat::Text => edge_io::trace::Format::Text,
+        },
+        "info",
+    );
 }
 
 fn flags(args: &RunArgs) -> anyhow::Result<BTreeMap<String, String>> {
@@ -151,25 +147,7 @@ fn load_config(args: &RunArgs) -> anyhow::Result<en_agent::Config> {
 }
 
 async fn shutdown_signal(token: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    edge_io::shutdown::signal().await;
     tracing::info!("shutting down (containers keep running)");
     token.cancel();
 }

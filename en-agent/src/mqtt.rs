@@ -7,14 +7,22 @@
 //! status is a full snapshot, so a dropped one is simply sent again. After every CONNACK
 //! the publisher republishes presence, resubscribes and publishes the full status
 //! (rumqttc neither resubscribes nor keeps unacked QoS 1 messages across sessions).
+//!
+//! The mechanisms are `edge_io`'s, shared with the LO: the transport (TLS with feature
+//! `tls`), the reconnect backoff, the epoch file, the presence payload, and publishing with
+//! each channel's QoS and retain flag (`NodeChannel::publish()`, `AGENT_DESIRED_QOS`). What
+//! is the agent's here: a new epoch per established session, persisted at CONNACK, and the
+//! signing of every report (`ReportEncoder`).
 
 use crate::agent::{Counters, Inbox, VERSION};
 use crate::config::Config;
 use crate::report;
-use crate::store::write_atomic;
-use rumqttc::{AsyncClient, Event as MqttEvent, LastWill, MqttOptions, Packet, QoS};
-use schemas::wire::{Event, Heartbeat, HeartbeatSchema, NodeStatus, Presence, PresenceSchema};
-use schemas::{BrokerUrl, NodeChannel, Topics};
+use edge_io::mqtt::{last_will, qos, try_publish, ReconnectBackoff, Transport, TransportError};
+use edge_io::session::{self, EpochFile};
+use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet};
+use schemas::topic::AGENT_DESIRED_QOS;
+use schemas::wire::{Event, Heartbeat, HeartbeatSchema, NodeStatus};
+use schemas::{BrokerUrl, Delivery, NodeChannel, Topics};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,17 +81,7 @@ impl ReportEncoder {
 
     /// The presence report of `epoch`.
     fn presence(&self, topic: &str, online: bool, epoch: u64) -> Vec<u8> {
-        self.encode(
-            topic,
-            epoch,
-            &Presence {
-                signature: None,
-                schema: PresenceSchema::V1,
-                online,
-                epoch,
-                version: Some(VERSION.to_owned()),
-            },
-        )
+        self.encode(topic, epoch, &session::presence(online, epoch, VERSION))
     }
 }
 
@@ -115,13 +113,6 @@ impl std::fmt::Debug for Session {
     }
 }
 
-fn load_epoch(dir: &std::path::Path) -> u64 {
-    std::fs::read_to_string(dir.join("epoch"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 impl Session {
     /// Prepares the client (nothing is connected yet).
     #[allow(clippy::too_many_arguments)]
@@ -135,7 +126,7 @@ impl Session {
         counters: Arc<Counters>,
         started: Instant,
         report_key: Option<schemas::sign::Ed25519SigningKey>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TransportError> {
         let topics = Topics::new(&config.topic_root);
         let client_id = config
             .client_id
@@ -148,16 +139,16 @@ impl Session {
         if let Some(user) = &broker.username {
             opts.set_credentials(user.clone(), broker.password.clone().unwrap_or_default());
         }
-        if broker.tls {
-            opts.set_transport(tls_transport(config)?);
-        }
+        Transport::for_broker(&broker, config.tls_ca_file.as_deref())?.apply(&mut opts);
         // The first session uses the stored epoch + 1; it is persisted at CONNACK.
-        let epoch = load_epoch(&state_dir).saturating_add(1);
+        let epoch = EpochFile::new(state_dir.join(EPOCH_FILE))
+            .load()
+            .saturating_add(1);
         let encoder = Arc::new(ReportEncoder::new(report_key));
         let online_topic = topics.node(&config.site, &config.node, NodeChannel::Online);
         // The Will is signed now, at CONNECT time, with the sequence number it gets now.
         let will = encoder.presence(&online_topic, false, epoch);
-        opts.set_last_will(LastWill::new(online_topic, will, QoS::AtLeastOnce, true));
+        opts.set_last_will(last_will(online_topic, NodeChannel::Online.publish(), will));
         let (client, eventloop) = AsyncClient::new(opts, 256);
         Ok(Session {
             client,
@@ -209,7 +200,7 @@ impl Session {
             PollCtx {
                 desired_topic: desired_topic.clone(),
                 online_topic: online_topic.clone(),
-                state_dir,
+                epoch_file: EpochFile::new(state_dir.join(EPOCH_FILE)),
                 inbox,
                 session_tx,
                 epoch,
@@ -248,7 +239,7 @@ impl Session {
 struct PollCtx {
     desired_topic: String,
     online_topic: String,
-    state_dir: PathBuf,
+    epoch_file: EpochFile,
     inbox: Arc<Inbox>,
     session_tx: watch::Sender<(u64, u64)>,
     epoch: u64,
@@ -261,7 +252,7 @@ async fn poll_loop(mut eventloop: rumqttc::EventLoop, ctx: PollCtx) {
     let mut epoch = ctx.epoch;
     let mut connected_once_with_epoch = false;
     let mut failures = 0u32;
-    let mut retry = reconnect_backoff();
+    let mut retry = ReconnectBackoff::new(RECONNECT_MIN, RECONNECT_MAX);
     let mut sessions = 0u64;
     loop {
         let ev = tokio::select! {
@@ -270,15 +261,12 @@ async fn poll_loop(mut eventloop: rumqttc::EventLoop, ctx: PollCtx) {
         };
         match ev {
             Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
-                if let Err(e) = write_atomic(
-                    &ctx.state_dir.join("epoch"),
-                    format!("{epoch}\n").as_bytes(),
-                ) {
+                if let Err(e) = ctx.epoch_file.save(epoch) {
                     tracing::warn!(error = %e, "cannot persist the session epoch");
                 }
                 connected_once_with_epoch = true;
                 failures = 0;
-                retry = reconnect_backoff();
+                retry.reset();
                 sessions += 1;
                 ctx.counters.mqtt_sessions.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
@@ -314,15 +302,14 @@ async fn poll_loop(mut eventloop: rumqttc::EventLoop, ctx: PollCtx) {
                     // A new session gets a new epoch, so a late Will of the old one is stale.
                     epoch = epoch.saturating_add(1);
                     connected_once_with_epoch = false;
-                    eventloop.mqtt_options.set_last_will(LastWill::new(
+                    eventloop.mqtt_options.set_last_will(last_will(
                         ctx.online_topic.clone(),
+                        NodeChannel::Online.publish(),
                         ctx.encoder.presence(&ctx.online_topic, false, epoch),
-                        QoS::AtLeastOnce,
-                        true,
                     ));
                 }
                 failures += 1;
-                let delay = retry.next().unwrap_or(RECONNECT_MAX);
+                let delay = retry.next_delay();
                 tokio::select! {
                     _ = ctx.stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
@@ -345,11 +332,9 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn send(&self, topic: &str, retain: bool, payload: Vec<u8>) -> bool {
-        match self
-            .client
-            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
-        {
+    /// Publishes without waiting as `delivery` (the channel's) says; `false` when dropped.
+    fn send(&self, topic: &str, delivery: Delivery, payload: Vec<u8>) -> bool {
+        match try_publish(&self.client, topic, delivery, payload) {
             Ok(()) => true,
             Err(e) => {
                 tracing::debug!(topic, error = %e, "publish dropped");
@@ -383,8 +368,8 @@ impl Publisher {
                     let (_, epoch) = *session_rx.borrow_and_update();
                     connected_epoch = epoch;
                     if epoch != 0 {
-                        self.send(&self.online_topic, true, self.encoder.presence(&self.online_topic, true, epoch));
-                        if let Err(e) = self.client.try_subscribe(self.desired_topic.clone(), QoS::AtLeastOnce) {
+                        self.send(&self.online_topic, NodeChannel::Online.publish(), self.encoder.presence(&self.online_topic, true, epoch));
+                        if let Err(e) = self.client.try_subscribe(self.desired_topic.clone(), qos(AGENT_DESIRED_QOS)) {
                             tracing::warn!(error = %e, "cannot subscribe to desired");
                         }
                         // Full status after every CONNACK, then what was missed.
@@ -392,7 +377,7 @@ impl Publisher {
                         status_due = Some(Instant::now());
                         while let Some(e) = offline.pop_front() {
                             let bytes = self.encoder.encode(&self.events_topic, epoch, &e);
-                            if !self.send(&self.events_topic, false, bytes) {
+                            if !self.send(&self.events_topic, NodeChannel::Events.publish(), bytes) {
                                 self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
                             }
                         }
@@ -414,7 +399,7 @@ impl Publisher {
                             s.agent.uptime_s = self.started.elapsed().as_secs();
                             s.reported_at = schemas::now_rfc3339();
                             let bytes = self.encoder.encode(&self.status_topic, connected_epoch, &s);
-                            if self.send(&self.status_topic, true, bytes) {
+                            if self.send(&self.status_topic, NodeChannel::Status.publish(), bytes) {
                                 self.counters.status_published.fetch_add(1, Ordering::Relaxed);
                                 last_published = Some(s);
                             } else {
@@ -427,7 +412,7 @@ impl Publisher {
                     Ok(e) => {
                         if connected_epoch != 0 {
                             let bytes = self.encoder.encode(&self.events_topic, connected_epoch, &e);
-                            if !self.send(&self.events_topic, false, bytes) {
+                            if !self.send(&self.events_topic, NodeChannel::Events.publish(), bytes) {
                                 self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
                             }
                         } else {
@@ -459,7 +444,7 @@ impl Publisher {
                             converged,
                         };
                         let bytes = self.encoder.encode(&self.heartbeat_topic, connected_epoch, &h);
-                        self.send(&self.heartbeat_topic, false, bytes);
+                        self.send(&self.heartbeat_topic, NodeChannel::Heartbeat.publish(), bytes);
                     }
                 }
             }
@@ -468,72 +453,18 @@ impl Publisher {
             let bytes = self
                 .encoder
                 .presence(&self.online_topic, false, connected_epoch);
-            self.send(&self.online_topic, true, bytes);
+            self.send(&self.online_topic, NodeChannel::Online.publish(), bytes);
         }
         let _ = self.client.try_disconnect();
     }
 }
 
-#[cfg(feature = "tls")]
-fn tls_transport(config: &Config) -> Result<rumqttc::Transport, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    match &config.tls_ca_file {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("tls ca file {}: {e}", path.display()))?;
-            for c in certs {
-                let c = c.map_err(|e| format!("tls ca file {}: {e}", path.display()))?;
-                roots
-                    .add(c)
-                    .map_err(|e| format!("tls ca file {}: {e}", path.display()))?;
-            }
-            if roots.is_empty() {
-                return Err(format!(
-                    "tls ca file {}: no certificate in it",
-                    path.display()
-                ));
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for c in found.certs {
-                let _ = roots.add(c);
-            }
-            if roots.is_empty() {
-                return Err("no system CA certificates found; set tls_ca_file".into());
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(rumqttc::Transport::tls_with_config(
-        rumqttc::TlsConfiguration::Rustls(Arc::new(cfg)),
-    ))
-}
-
-#[cfg(not(feature = "tls"))]
-fn tls_transport(_config: &Config) -> Result<rumqttc::Transport, String> {
-    Err("this build has no TLS support (cargo feature `tls`)".into())
-}
-
-/// Longest wait between two connection attempts.
-const RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// The session epoch's file in the state directory (see `edge_io::session`).
+const EPOCH_FILE: &str = "epoch";
 
 /// Reconnect delays: 0.5 s doubling to 30 s, each with random jitter up to its own length,
-/// so a fleet that lost its broker does not reconnect in lockstep. Reset after a CONNACK.
-fn reconnect_backoff() -> backon::ExponentialBackoff {
-    use backon::BackoffBuilder;
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(RECONNECT_MAX)
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
+/// so a fleet that lost its broker does not reconnect in lockstep ([`ReconnectBackoff`]).
+/// Reset after a CONNACK.
+const RECONNECT_MIN: Duration = Duration::from_millis(500);
+/// The cap of the reconnect delay's base (before jitter).
+const RECONNECT_MAX: Duration = Duration::from_secs(30);

@@ -8,7 +8,6 @@
 use schemas::sign::{self, Ed25519VerifyingKey};
 use schemas::{validate_name, DesiredState};
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Largest desired document accepted (bytes).
@@ -102,20 +101,13 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
-/// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename,
-/// fsync of the directory.
+/// Writes `bytes` to `path` atomically and durably: [`edge_io::fs::write_atomic`]
+/// (temporary file in the same directory, fsync, rename, fsync of the directory).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(bytes).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io_err(path))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    edge_io::fs::write_atomic(path, bytes).map_err(|e| StoreError::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 /// Checks a document's content: names, spec hashes, dependencies (known, acyclic).

@@ -40,8 +40,13 @@ const MAX_MESSAGE: usize = 4096;
 impl AuditEntry {
     /// An entry stamped now.
     pub fn new(kind: &str, message: impl Into<String>) -> Self {
+        Self::at(&schemas::now_rfc3339(), kind, message)
+    }
+
+    /// An entry stamped `at` (RFC 3339), for code that reads no clock.
+    pub fn at(at: &str, kind: &str, message: impl Into<String>) -> Self {
         AuditEntry {
-            at: schemas::now_rfc3339(),
+            at: at.to_owned(),
             kind: kind.to_owned(),
             node: None,
             deployment: None,

@@ -4,7 +4,7 @@
 //! HTTP basic authentication: the status names nodes, commits and errors, and `POST /sync`
 //! makes the LO fetch. The probes stay open so container healthchecks need no secret.
 
-use crate::app::Shared;
+use crate::shared::Shared;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};

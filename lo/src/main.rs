@@ -165,19 +165,15 @@ struct RunArgs {
     log_format: Option<String>,
 }
 
+/// Logs to stderr, `RUST_LOG` or `info`, colours only at a terminal (`edge_io::trace`).
 fn init_tracing(format: LogFormat) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only for a person at a terminal, never into files or container logs.
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => b.json().init(),
-        LogFormat::Text => b.init(),
-    }
+    edge_io::trace::init(
+        match format {
+            LogFormat::Json => edge_io::trace::Format::Json,
+            LogFormat::Text => edge_io::trace::Format::Text,
+        },
+        "info",
+    );
 }
 
 fn main() -> ExitCode {
@@ -327,25 +323,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(t) => t,
-                    Err(_) => {
-                        let _ = ctrl_c.await;
-                        signal.cancel();
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
+        edge_io::shutdown::signal().await;
         tracing::info!("signal received");
         signal.cancel();
     });

@@ -13,7 +13,6 @@ use crate::render::{Dep, NodeDesired, PublishedRecord, RollbackOverride};
 use schemas::{DesiredDeployment, Revision};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -315,24 +314,13 @@ impl Store {
     }
 }
 
-/// Writes `dir/name` via a temporary file, fsync and rename, then fsyncs the directory.
+/// Writes `dir/name` atomically and durably: [`edge_io::fs::write_atomic`] (temporary file,
+/// fsync, rename, fsync of the directory).
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let target = dir.join(name);
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| StoreError::Io { path, source }
-    };
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, &target).map_err(io(&target))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        // Directory fsync makes the rename durable; not supported everywhere.
-        let _ = d.sync_all();
-    }
-    Ok(())
+    edge_io::fs::write_atomic(&dir.join(name), bytes).map_err(|e| StoreError::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 #[cfg(test)]

@@ -352,7 +352,7 @@ async fn five_thousand_invented_nodes_are_bounded_and_forgotten_when_deleted() {
     .await;
     assert_eq!(
         st.unknown_nodes_count,
-        Some(lo::app::MAX_UNDECLARED_NODES as u32)
+        Some(lo::reports::MAX_UNDECLARED_NODES as u32)
     );
     assert!(st.unknown_nodes.len() <= 101);
     // The retained site status fits and decodes; the LO never lost its connection.

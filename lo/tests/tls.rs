@@ -206,7 +206,8 @@ async fn lo_refuses_to_start_with_a_missing_ca_file() {
         "mqtts://lo:pw@127.0.0.1:8883".into(),
         state.path().join("no-such-ca.pem"),
     );
-    let err = lo::app::start(cfg, tokio_util::sync::CancellationToken::new())
+    let source = lo::app::open_git_source(&cfg).await.expect("git source");
+    let err = lo::app::start(cfg, source, tokio_util::sync::CancellationToken::new())
         .await
         .expect_err("refused");
     assert!(err.to_string().contains("tls_ca_file"), "{err}");

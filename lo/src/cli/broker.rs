@@ -29,7 +29,7 @@ pub async fn observe_broker(
         opts.set_credentials(u.clone(), p.clone());
     }
     crate::mqtt::Transport::for_broker(broker, tls_ca_file)
-        .map_err(CliError::Broker)?
+        .map_err(|e| CliError::Broker(e.to_string()))?
         .apply(&mut opts);
     let (client, mut ev) = AsyncClient::new(opts, 16);
     let mut fleet = Fleet::new(u64::MAX / 2);
@@ -48,7 +48,10 @@ pub async fn observe_broker(
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                 for c in [NodeChannel::Status, NodeChannel::Online] {
                     client
-                        .subscribe(topics.all_nodes(site, c), qos(c.lo_subscribe_qos()))
+                        .subscribe(
+                            topics.all_nodes(site, c),
+                            edge_io::mqtt::qos(c.lo_subscribe_qos()),
+                        )
                         .await
                         .map_err(|e| CliError::Broker(e.to_string()))?;
                 }
@@ -90,12 +93,4 @@ pub async fn observe_broker(
             )
         })
         .collect())
-}
-
-// TODO(merge): edge_io
-fn qos(q: schemas::Qos) -> rumqttc::QoS {
-    match q {
-        schemas::Qos::AtMostOnce => rumqttc::QoS::AtMostOnce,
-        schemas::Qos::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
-    }
 }

@@ -123,7 +123,8 @@ impl Lo {
     pub async fn start(cfg: lo::config::Config) -> Lo {
         let shutdown = CancellationToken::new();
         let state = cfg.state_dir.clone();
-        let running = lo::app::start(cfg, shutdown.clone())
+        let source = lo::app::open_git_source(&cfg).await.expect("git source");
+        let running = lo::app::start(cfg, source, shutdown.clone())
             .await
             .expect("lo starts");
         Lo {

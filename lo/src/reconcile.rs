@@ -1,0 +1,480 @@
+//! The LO's decisions, pure: no tokio, no MQTT, no clock reads, no I/O. The engine
+//! (the `engine` module) gathers the inputs, calls these, and performs what they return
+//! (persist, publish, audit, count).
+//!
+//! - [`check_commit`]: a new commit's site files → serve, reject (missing folder, invalid
+//!   or oversized documents) or hold (deletion guard).
+//! - [`reconcile`]: served revision + observed fleet + persisted records → what each node is
+//!   handed now (rendered, rollback overrides applied, paced by `maxParallel`), the records
+//!   of the nodes that get a new generation, and the rollout summary. Level-triggered: it
+//!   re-derives everything from its inputs, never from why it ran.
+//! - [`decided`]: the rollback policy's decisions on one status report → the bookkeeping
+//!   changes, the audit records and metric labels, and whether to re-render.
+//! - [`after_connect`]: which desired documents to (re)publish after a CONNACK.
+
+use crate::audit::AuditEntry;
+use crate::observe::Fleet;
+use crate::policy::{self, Decision, GuardFlags, RollbackMark};
+use crate::render::{self, Dep, Inventory, NodeDesired, PublishedRecord, RollbackOverride};
+use crate::rollout::{self, PaceNode, RolloutSummary};
+use crate::source::{missing_site_problem, SiteFiles};
+use crate::store::Bookkeeping;
+use schemas::site::{SiteDocs, SiteLimits};
+use schemas::{DocProblem, Revision};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The nodes that announced themselves (a presence or a status), in name order.
+fn announced(fleet: &Fleet) -> impl Iterator<Item = &str> {
+    fleet
+        .nodes()
+        .iter()
+        .filter(|(_, o)| o.presence.is_some() || o.status.is_some())
+        .map(|(n, _)| n.as_str())
+}
+
+/// Everything the check of a new commit reads.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitInput<'a> {
+    /// Site name.
+    pub site: &'a str,
+    /// Site folder in the repository.
+    pub site_path: &'a str,
+    /// The commit.
+    pub commit: &'a str,
+    /// Its site files, and the entries refused while reading them.
+    pub files: &'a SiteFiles,
+    /// Bounds on documents, problems and desired document size.
+    pub limits: &'a SiteLimits,
+    /// What the nodes report (announced nodes are rendered for the size check).
+    pub fleet: &'a Fleet,
+    /// Deployment names of the revision served, if any.
+    pub served: Option<&'a BTreeSet<String>>,
+    /// Operator overrides of the deletion guard.
+    pub flags: GuardFlags,
+    /// The revision served before a restart, read again (never held by the guard).
+    pub restored: bool,
+}
+
+/// What becomes of a new commit.
+#[derive(Debug, Clone)]
+pub enum CommitCheck {
+    /// Served: its documents.
+    Serve(SiteDocs),
+    /// Rejected; the last good revision stays.
+    Reject {
+        /// Why, in one line.
+        message: &'static str,
+        /// The problems (bounded by `limits.max_problems`).
+        problems: Vec<DocProblem>,
+    },
+    /// Held by the deletion guard, with the reason.
+    Hold(String),
+}
+
+/// Checks a new commit: a missing or empty site folder is rejected (never an order to
+/// remove everything), so are refused entries, invalid documents and desired documents too
+/// large to publish; a commit removing too many deployments is held
+/// ([`policy::deletion_guard`]).
+pub fn check_commit(input: &CommitInput<'_>) -> CommitCheck {
+    let files = input.files;
+    if files.is_empty() {
+        // A missing (renamed, deleted, mistyped) or empty site folder is a broken commit,
+        // not an order to remove everything: rejected, the last good revision stays.
+        return CommitCheck::Reject {
+            message: "commit rejected: site folder missing or empty",
+            problems: vec![missing_site_problem(input.site_path)],
+        };
+    }
+    let limits = input.limits;
+    let loaded = schemas::site::load_site_with(
+        input.site,
+        files.files.iter().map(|(p, c)| (p.as_str(), c.as_str())),
+        limits,
+    );
+    // Refused entries (links, oversized or non-UTF-8 files) and document problems
+    // reject the commit alike; so does a desired document too large to publish.
+    let mut problems = files.problems.clone();
+    if let Ok(docs) = &loaded {
+        let revision = Revision {
+            commit: input.commit.to_owned(),
+            path: input.site_path.to_owned(),
+        };
+        let inventory = render::inventory(docs, announced(input.fleet));
+        let rendered = render::render(docs, &revision, &inventory, &BTreeMap::new());
+        problems.extend(render::oversized_documents(
+            docs,
+            input.site,
+            &rendered,
+            limits.max_desired_bytes,
+        ));
+    }
+    let docs = match loaded {
+        Ok(d) if problems.is_empty() => d,
+        loaded => {
+            problems.extend(loaded.err().unwrap_or_default());
+            return CommitCheck::Reject {
+                message: "commit rejected: invalid site documents",
+                problems: schemas::site::bound_problems(problems, limits.max_problems),
+            };
+        }
+    };
+    if !input.restored {
+        let names: BTreeSet<String> = docs.deployments.keys().cloned().collect();
+        if let Some(reason) =
+            policy::deletion_guard(input.served, &names, &docs.spec(), input.flags)
+        {
+            return CommitCheck::Hold(reason);
+        }
+    }
+    CommitCheck::Serve(docs)
+}
+
+/// Everything one reconcile reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ReconcileInput<'a> {
+    /// The served site documents.
+    pub docs: &'a SiteDocs,
+    /// The served revision (commit and site folder).
+    pub revision: &'a Revision,
+    /// What the nodes report (presence, status).
+    pub fleet: &'a Fleet,
+    /// Monotonic now (ms), for presence timeouts.
+    pub mono_ms: u64,
+    /// Presence read back after the first CONNACK is complete: before, a node not seen
+    /// online may just not have been heard from yet (it still counts as in flight).
+    pub settled: bool,
+    /// The persisted record of the document last published per node.
+    pub records: &'a BTreeMap<String, PublishedRecord>,
+    /// Per node, the lowest generation the next one must exceed (read back from the broker).
+    pub floors: &'a BTreeMap<String, u64>,
+    /// What each node was last handed (the content of its current generation).
+    pub handed: &'a BTreeMap<String, NodeDesired>,
+    /// Rollbacks in force, node → deployment → mark.
+    pub rollbacks: &'a BTreeMap<String, BTreeMap<String, RollbackMark>>,
+    /// Wall-clock now, ms since the Unix epoch (`published_ms` of new records).
+    pub now_ms: u64,
+    /// `issuedAt` of new documents (RFC 3339).
+    pub issued_at: &'a str,
+}
+
+/// What one reconcile decided.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reconciled {
+    /// Enrolled and unknown nodes at this revision.
+    pub inventory: Inventory,
+    /// What each node should run at the served revision (nodes that left the site: an
+    /// empty document).
+    pub target: BTreeMap<String, NodeDesired>,
+    /// What each node is handed now: its target, or its previous document while pacing
+    /// holds it back.
+    pub handed: BTreeMap<String, NodeDesired>,
+    /// The new records of the nodes whose handed content needs a new generation (persist
+    /// them before publishing: a generation that went out is never reused).
+    pub records: BTreeMap<String, PublishedRecord>,
+    /// Rollout pacing state, when the Site sets `maxParallel`.
+    pub rollout: Option<RolloutSummary>,
+    /// Pending nodes granted their new document by this reconcile.
+    pub granted: usize,
+}
+
+/// The rollback overrides in force, node → deployment → override.
+fn overrides(
+    rollbacks: &BTreeMap<String, BTreeMap<String, RollbackMark>>,
+) -> BTreeMap<String, BTreeMap<String, RollbackOverride>> {
+    rollbacks
+        .iter()
+        .map(|(n, m)| {
+            (
+                n.clone(),
+                m.iter().map(|(d, r)| (d.clone(), r.over.clone())).collect(),
+            )
+        })
+        .collect()
+}
+
+/// Renders every node, paces the changes, and assigns generations. See [`ReconcileInput`]
+/// and [`Reconciled`].
+pub fn reconcile(input: &ReconcileInput<'_>) -> Reconciled {
+    let fleet = input.fleet;
+    let inventory = render::inventory(input.docs, announced(fleet));
+    let mut rendered = render::render(
+        input.docs,
+        input.revision,
+        &inventory,
+        &overrides(input.rollbacks),
+    );
+    // Nodes published before and no longer in the site get an explicit empty document.
+    for node in input.records.keys() {
+        if !rendered.contains_key(node) {
+            let doc = match input.handed.get(node) {
+                Some(d) if d.deployments.is_empty() => d.clone(),
+                _ => NodeDesired::empty(input.revision.clone()),
+            };
+            rendered.insert(node.clone(), doc);
+        }
+    }
+    // Rollout pacing: which nodes whose run changes get their new document now.
+    let max_parallel = input
+        .docs
+        .spec()
+        .rollout
+        .as_ref()
+        .and_then(|r| r.max_parallel);
+    let mut pace_in = BTreeMap::new();
+    for node in inventory.nodes.keys() {
+        let Some(t) = rendered.get(node) else {
+            continue;
+        };
+        let rec = input.records.get(node);
+        let status = fleet.get(node).and_then(|o| o.status.as_ref());
+        let online = fleet.online(node, input.mono_ms);
+        let pending = match (rec, input.handed.get(node)) {
+            (Some(_), Some(p)) => {
+                p.revision.commit != t.revision.commit && p.run_hash() != t.run_hash()
+            }
+            _ => false,
+        };
+        let in_flight = rec.is_some_and(|r| {
+            rollout::in_flight(r.rollout, r.generation, status, online || !input.settled)
+        });
+        pace_in.insert(
+            node.clone(),
+            PaceNode {
+                pending,
+                in_flight,
+                online,
+            },
+        );
+    }
+    let pacing = rollout::pace(max_parallel, &pace_in);
+    let mut records = BTreeMap::new();
+    let mut handed = BTreeMap::new();
+    for (node, t) in &rendered {
+        let prev = input.records.get(node);
+        let waiting = pacing.waiting.contains(node);
+        let content = match input.handed.get(node) {
+            Some(p) if waiting => p.clone(),
+            _ => t.clone(),
+        };
+        let step = !waiting && pace_in.get(node).is_some_and(|p| p.pending);
+        let hash = content.content_hash();
+        let floor = input.floors.get(node).copied().unwrap_or(0);
+        if let Some(generation) = render::next_generation(prev, &hash, floor) {
+            // A node still applying a rollout step stays in flight with its next document.
+            let status = fleet.get(node).and_then(|o| o.status.as_ref());
+            let carry =
+                prev.is_some_and(|r| rollout::in_flight(r.rollout, r.generation, status, true));
+            records.insert(
+                node.clone(),
+                PublishedRecord {
+                    generation,
+                    content_hash: hash,
+                    issued_at: input.issued_at.to_owned(),
+                    published_ms: input.now_ms,
+                    rollout: step || carry,
+                },
+            );
+        }
+        handed.insert(node.clone(), content);
+    }
+    let rollout = max_parallel.map(|m| RolloutSummary {
+        max_parallel: m,
+        in_flight: pacing.in_flight.iter().cloned().collect(),
+        waiting: pacing.waiting.iter().cloned().collect(),
+    });
+    Reconciled {
+        inventory,
+        target: rendered,
+        handed,
+        records,
+        rollout,
+        granted: pacing.granted.len(),
+    }
+}
+
+/// A change to the rollback bookkeeping of one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BookChange {
+    /// Remember this version as the deployment's rollback target.
+    Installed {
+        /// Deployment.
+        deployment: String,
+        /// The installed version.
+        dep: Dep,
+    },
+    /// The failure of this spec was reported (not reported again).
+    Held {
+        /// Deployment.
+        deployment: String,
+        /// The failed spec hash (empty when the node was handed no such deployment).
+        spec_hash: String,
+    },
+    /// A rollback is in force.
+    Rollback {
+        /// Deployment.
+        deployment: String,
+        /// The rollback.
+        mark: RollbackMark,
+    },
+    /// The rolled-back version failed too.
+    RollbackFailedAgain {
+        /// Deployment.
+        deployment: String,
+    },
+}
+
+impl BookChange {
+    /// Applies the change to the bookkeeping of `node`.
+    pub fn apply_to(self, book: &mut Bookkeeping, node: &str) {
+        match self {
+            BookChange::Installed { deployment, dep } => {
+                book.installed
+                    .entry(node.to_owned())
+                    .or_default()
+                    .insert(deployment, dep);
+            }
+            BookChange::Held {
+                deployment,
+                spec_hash,
+            } => {
+                book.held
+                    .entry(node.to_owned())
+                    .or_default()
+                    .insert(deployment, spec_hash);
+            }
+            BookChange::Rollback { deployment, mark } => {
+                book.rollbacks
+                    .entry(node.to_owned())
+                    .or_default()
+                    .insert(deployment, mark);
+            }
+            BookChange::RollbackFailedAgain { deployment } => {
+                if let Some(m) = book
+                    .rollbacks
+                    .get_mut(node)
+                    .and_then(|m| m.get_mut(&deployment))
+                {
+                    m.failed_again = true;
+                }
+            }
+        }
+    }
+}
+
+/// One decision worth an audit record and a `decisions` count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decided {
+    /// The `kind` label of the `decisions` metric: `hold`, `rollback`, `rollback_failed`.
+    pub kind: &'static str,
+    /// The audit record.
+    pub audit: AuditEntry,
+}
+
+/// What the decisions on one status report lead to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DecisionOutcome {
+    /// Bookkeeping changes, in order.
+    pub changes: Vec<BookChange>,
+    /// Decisions to audit and count, in order.
+    pub decided: Vec<Decided>,
+    /// A rollback changed what the node must run: render again.
+    pub rerender: bool,
+}
+
+/// Turns the policy's decisions on a status report of `node` (handed `handed`) into
+/// bookkeeping changes, audit records (stamped `at`) and metric labels.
+pub fn decided(
+    node: &str,
+    handed: Option<&NodeDesired>,
+    decisions: Vec<Decision>,
+    at: &str,
+) -> DecisionOutcome {
+    let mut out = DecisionOutcome::default();
+    for d in decisions {
+        match d {
+            Decision::Installed { deployment, dep } => {
+                out.changes.push(BookChange::Installed { deployment, dep });
+            }
+            Decision::Hold {
+                deployment,
+                commit,
+                reason,
+            } => {
+                out.decided.push(Decided {
+                    kind: "hold",
+                    audit: AuditEntry::at(at, "decided", format!("hold: {reason}"))
+                        .node(node)
+                        .deployment(&deployment)
+                        .commit(&commit),
+                });
+                let spec_hash = handed
+                    .and_then(|nd| nd.get(&deployment))
+                    .map(|d| d.spec_hash.clone())
+                    .unwrap_or_default();
+                out.changes.push(BookChange::Held {
+                    deployment,
+                    spec_hash,
+                });
+            }
+            Decision::Rollback { deployment, mark } => {
+                out.decided.push(Decided {
+                    kind: "rollback",
+                    audit: AuditEntry::at(
+                        at,
+                        "decided",
+                        format!(
+                            "rollback to the version of commit {}",
+                            mark.over.to.spec.commit
+                        ),
+                    )
+                    .node(node)
+                    .deployment(&deployment)
+                    .commit(&mark.failed_commit),
+                });
+                out.changes.push(BookChange::Rollback { deployment, mark });
+                out.rerender = true;
+            }
+            Decision::RollbackFailed { deployment, commit } => {
+                out.decided.push(Decided {
+                    kind: "rollback_failed",
+                    audit: AuditEntry::at(at, "decided", "rollback failed too: no further action")
+                        .node(node)
+                        .deployment(&deployment)
+                        .commit(&commit),
+                });
+                out.changes
+                    .push(BookChange::RollbackFailedAgain { deployment });
+            }
+        }
+    }
+    out
+}
+
+/// Which desired documents to publish after a CONNACK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Republish {
+    /// Every node's document: the first connection of this process, or the broker lost
+    /// the session (its retained copies may be gone).
+    All(Vec<String>),
+    /// Only those not sent yet: the session was kept.
+    Unsent(Vec<String>),
+}
+
+/// What to (re)publish after a CONNACK: `first` is this process's first connection,
+/// `session_present` the CONNACK's flag, `handed` what each node was last handed, `unsent`
+/// the nodes whose document was not sent.
+pub fn after_connect(
+    first: bool,
+    session_present: bool,
+    handed: &BTreeMap<String, NodeDesired>,
+    unsent: &BTreeSet<String>,
+) -> Republish {
+    if first || !session_present {
+        Republish::All(handed.keys().cloned().collect())
+    } else {
+        Republish::Unsent(unsent.iter().cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;
