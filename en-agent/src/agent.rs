@@ -2,98 +2,22 @@
 //! broker is configured) the MQTT session. No globals: a process may run many.
 
 use crate::config::Config;
-use crate::plan::{Identity, Observed, Plan};
+use crate::counters::{bump, Counters};
+use crate::error::AgentError;
+use crate::inbox::Inbox;
+use crate::plan::{Observed, Plan};
 use crate::reconcile::{Outcome, ReconcileSettings, Reconciler};
 use crate::report;
+use crate::runtime::spec::Identity;
 use crate::runtime::ContainerRuntime;
-use crate::store::{Accepted, Store, StoreError};
+use crate::store::{Accepted, Store};
 use futures_util::StreamExt;
 use schemas::wire::{error_code, AgentInfo, ErrorInfo, Event, NodeStatus};
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-/// The agent's version.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Why an agent could not start or stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum AgentError {
-    /// The state directory is unusable.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The configured public key is unusable.
-    #[error("public key: {0}")]
-    Key(String),
-    /// The MQTT client could not be set up.
-    #[error("mqtt: {0}")]
-    Mqtt(String),
-    /// A task panicked or was cancelled.
-    #[error("agent task failed: {0}")]
-    Join(String),
-}
-
-/// Counters of one agent (read them for metrics and tests).
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Desired documents accepted and applied.
-    pub documents_accepted: AtomicU64,
-    /// Desired documents refused (malformed, foreign, stale, unsigned …).
-    pub documents_rejected: AtomicU64,
-    /// Engine actions executed.
-    pub actions: AtomicU64,
-    /// Engine actions that failed.
-    pub action_failures: AtomicU64,
-    /// Successful broker sessions.
-    pub mqtt_sessions: AtomicU64,
-    /// Status reports published.
-    pub status_published: AtomicU64,
-    /// Events dropped (offline queue full or lagging).
-    pub events_dropped: AtomicU64,
-}
-
-impl Counters {
-    /// Reads a counter.
-    pub fn get(c: &AtomicU64) -> u64 {
-        c.load(Ordering::Relaxed)
-    }
-}
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Incoming desired documents, bounded (oldest dropped), with a wake-up.
-#[derive(Debug, Default)]
-pub(crate) struct Inbox {
-    queue: Mutex<VecDeque<Vec<u8>>>,
-    notify: Notify,
-}
-
-impl Inbox {
-    const CAP: usize = 8;
-
-    pub(crate) fn push(&self, bytes: Vec<u8>) {
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if q.len() >= Self::CAP {
-            q.pop_front();
-        }
-        q.push_back(bytes);
-        drop(q);
-        self.notify.notify_one();
-    }
-
-    fn pop(&self) -> Option<Vec<u8>> {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front()
-    }
-}
 
 /// A running agent.
 #[derive(Debug)]
@@ -259,7 +183,7 @@ async fn watch_changes(
         // Something may have changed while the stream was down: resync.
         changes.notify_one();
         let delay =
-            crate::plan::backoff(500, failures, fastrand::f64()).min(Duration::from_secs(30));
+            crate::retry::backoff(500, failures, fastrand::f64()).min(Duration::from_secs(30));
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
@@ -384,7 +308,7 @@ impl Core {
             observed,
             &self.reconciler.runtime_info,
             AgentInfo {
-                version: VERSION.to_owned(),
+                version: crate::VERSION.to_owned(),
                 uptime_s: self.started.elapsed().as_secs(),
                 rejected_documents: Counters::get(&self.counters.documents_rejected),
             },
@@ -443,7 +367,7 @@ impl Core {
                     }
                     plan.actions.clear();
                     wake = now
-                        + crate::plan::backoff(1_000, unreachable, fastrand::f64())
+                        + crate::retry::backoff(1_000, unreachable, fastrand::f64())
                             .min(Duration::from_secs(30));
                 }
             }
@@ -487,7 +411,7 @@ impl Core {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = self.inbox.notify.notified() => {}
+                _ = self.inbox.notified() => {}
                 _ = self.changes.notified() => {}
                 _ = tokio::time::sleep_until(wake) => {}
             }

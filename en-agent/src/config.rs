@@ -5,7 +5,6 @@
 //! [`KEYS`]; the environment variable of a key is `EN_` + its upper-case name
 //! (`state_dir` → `EN_STATE_DIR`).
 
-use crate::agent::AgentError;
 use schemas::BrokerUrl;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -122,12 +121,12 @@ impl Config {
     }
 
     /// The public key text, from `public_key` or `public_key_file`.
-    pub fn public_key(&self) -> Result<Option<String>, AgentError> {
+    pub fn public_key(&self) -> Result<Option<String>, KeyFileError> {
         if let Some(k) = &self.public_key {
             return Ok(Some(k.clone()));
         }
         match &self.public_key_file {
-            Some(p) => read_key_file(p).map(Some).map_err(AgentError::Key),
+            Some(p) => read_key_file(p).map(Some),
             None => Ok(None),
         }
     }
@@ -147,7 +146,7 @@ impl Config {
         };
         let desired = match self
             .public_key()
-            .map_err(|e| invalid(key_name, e.to_string()))?
+            .map_err(|e| invalid(key_name, format!("public key: {e}")))?
         {
             Some(text) => Some(
                 schemas::sign::verifying_key_from_base64(&text)
@@ -157,7 +156,8 @@ impl Config {
         };
         let report = match &self.report_signing_key_file {
             Some(p) => {
-                let text = read_key_file(p).map_err(|e| invalid("report_signing_key_file", e))?;
+                let text = read_key_file(p)
+                    .map_err(|e| invalid("report_signing_key_file", e.to_string()))?;
                 Some(schemas::sign::signing_key_from_base64(&text).map_err(|e| {
                     invalid("report_signing_key_file", format!("{}: {e}", p.display()))
                 })?)
@@ -181,19 +181,41 @@ pub struct Keys {
 /// huge file from hanging or filling memory at start.
 const MAX_KEY_FILE_BYTES: u64 = 4096;
 
+/// Why a key file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// Opening or reading failed.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Larger than any key file (4 KiB).
+    #[error("{}: larger than {MAX_KEY_FILE_BYTES} bytes, not a key file", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
 /// Reads a key file (trimmed text), bounded.
-fn read_key_file(path: &std::path::Path) -> Result<String, String> {
+fn read_key_file(path: &std::path::Path) -> Result<String, KeyFileError> {
     use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let read_err = |source| KeyFileError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
     let mut text = String::new();
     file.take(MAX_KEY_FILE_BYTES + 1)
         .read_to_string(&mut text)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(read_err)?;
     if text.len() as u64 > MAX_KEY_FILE_BYTES {
-        return Err(format!(
-            "{}: larger than {MAX_KEY_FILE_BYTES} bytes, not a key file",
-            path.display()
-        ));
+        return Err(KeyFileError::TooLarge {
+            path: path.to_owned(),
+        });
     }
     Ok(text.trim().to_owned())
 }
@@ -361,7 +383,7 @@ pub fn resolve(
         if broker.username.is_none() {
             return Err(invalid("the broker URL has no user name".into()));
         }
-        let password = read_key_file(&p).map_err(invalid)?;
+        let password = read_key_file(&p).map_err(|e| invalid(e.to_string()))?;
         if password.is_empty() {
             return Err(invalid(format!("{}: empty", p.display())));
         }

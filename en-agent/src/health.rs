@@ -9,18 +9,71 @@
 use crate::config::Config;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Why the node is unhealthy; each message is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    /// The state directory cannot be listed.
+    #[error("state dir {}: {source}", path.display())]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The persisted desired document cannot be opened.
+    #[error("{}: {source}", path.display())]
+    Desired {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The Docker host is not a unix socket.
+    #[error("docker host {0:?}: only unix sockets are supported")]
+    UnsupportedHost(String),
+    /// Connecting to, writing to or reading from the socket failed.
+    #[error("docker at {path}: {source}")]
+    Docker {
+        /// The socket path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// No answer within the timeout.
+    #[error("docker at {path}: no answer to /_ping within {} ms", timeout.as_millis())]
+    NoAnswer {
+        /// The socket path.
+        path: String,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// An answer other than `200`.
+    #[error("docker at {path}: /_ping answered {status:?}")]
+    BadAnswer {
+        /// The socket path.
+        path: String,
+        /// The status line, at most 80 characters (`nothing` when empty).
+        status: String,
+    },
+}
+
 /// Runs the checks; `Ok` carries a one-line summary, `Err` a one-line reason.
-pub fn check(config: &Config, timeout: Duration) -> Result<String, String> {
-    let entries = std::fs::read_dir(&config.state_dir)
-        .map_err(|e| format!("state dir {}: {e}", config.state_dir.display()))?;
+pub fn check(config: &Config, timeout: Duration) -> Result<String, HealthError> {
+    let entries = std::fs::read_dir(&config.state_dir).map_err(|source| HealthError::StateDir {
+        path: config.state_dir.clone(),
+        source,
+    })?;
     // Readable means listable and, when present, the desired document readable.
     drop(entries);
     let desired = config.state_dir.join("desired.json");
     if desired.exists() {
-        std::fs::File::open(&desired).map_err(|e| format!("{}: {e}", desired.display()))?;
+        std::fs::File::open(&desired).map_err(|source| HealthError::Desired {
+            path: desired.clone(),
+            source,
+        })?;
     }
     let api = docker_ping(&config.docker_host, timeout)?;
     Ok(format!(
@@ -33,13 +86,16 @@ pub fn check(config: &Config, timeout: Duration) -> Result<String, String> {
 /// `GET /_ping` on the Docker unix socket (`unix:///var/run/docker.sock` or a path), with
 /// the whole exchange bounded by `timeout`. Returns the API version the engine announces
 /// (`?` when it does not say).
-pub fn docker_ping(host: &str, timeout: Duration) -> Result<String, String> {
+pub fn docker_ping(host: &str, timeout: Duration) -> Result<String, HealthError> {
     let path = host
         .strip_prefix("unix://")
         .or_else(|| host.starts_with('/').then_some(host))
-        .ok_or_else(|| format!("docker host {host:?}: only unix sockets are supported"))?;
+        .ok_or_else(|| HealthError::UnsupportedHost(host.to_owned()))?;
     let deadline = Instant::now() + timeout;
-    let fail = |e: std::io::Error| format!("docker at {path}: {e}");
+    let fail = |source: std::io::Error| HealthError::Docker {
+        path: path.to_owned(),
+        source,
+    };
     let mut s = UnixStream::connect(Path::new(path)).map_err(fail)?;
     let left = || {
         deadline
@@ -63,10 +119,10 @@ pub fn docker_ping(host: &str, timeout: Duration) -> Result<String, String> {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                return Err(format!(
-                    "docker at {path}: no answer to /_ping within {} ms",
-                    timeout.as_millis()
-                ))
+                return Err(HealthError::NoAnswer {
+                    path: path.to_owned(),
+                    timeout,
+                })
             }
             Err(e) => return Err(fail(e)),
         };
@@ -85,10 +141,14 @@ pub fn docker_ping(host: &str, timeout: Duration) -> Result<String, String> {
     let code = status.split_whitespace().nth(1).unwrap_or_default();
     if !status.starts_with("HTTP/1.") || code != "200" {
         let shown: String = status.chars().take(80).collect();
-        return Err(format!(
-            "docker at {path}: /_ping answered {:?}",
-            if shown.is_empty() { "nothing" } else { &shown }
-        ));
+        return Err(HealthError::BadAnswer {
+            path: path.to_owned(),
+            status: if shown.is_empty() {
+                "nothing".to_owned()
+            } else {
+                shown
+            },
+        });
     }
     let api = text
         .lines()
@@ -132,14 +192,19 @@ mod tests {
         let (_d, host) =
             serve_once(b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK");
         assert_eq!(
-            docker_ping(&host, Duration::from_secs(3)).as_deref(),
+            docker_ping(&host, Duration::from_secs(3))
+                .map_err(|e| e.to_string())
+                .as_deref(),
             Ok("1.41")
         );
         let (_d, host) = serve_once(b"HTTP/1.1 500 Internal Server Error\r\n\r\n");
-        let e = docker_ping(&host, Duration::from_secs(3)).expect_err("500");
+        let e = docker_ping(&host, Duration::from_secs(3))
+            .expect_err("500")
+            .to_string();
         assert!(e.contains("500"), "{e}");
         assert!(docker_ping("tcp://1.2.3.4:2375", Duration::from_secs(1))
             .expect_err("tcp")
+            .to_string()
             .contains("unix"));
     }
 
@@ -150,7 +215,8 @@ mod tests {
         let _l = UnixListener::bind(&path).expect("bind"); // accepts (backlog), never answers
         let t0 = Instant::now();
         let e = docker_ping(&path.display().to_string(), Duration::from_millis(300))
-            .expect_err("timeout");
+            .expect_err("timeout")
+            .to_string();
         assert!(e.contains("no answer"), "{e}");
         assert!(t0.elapsed() < Duration::from_secs(3));
     }

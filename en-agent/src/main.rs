@@ -208,7 +208,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Command::Version => {
-            println!("en-agent {}", en_agent::agent::VERSION);
+            println!("en-agent {}", en_agent::VERSION);
             return Ok(());
         }
         Command::Keygen {
@@ -233,7 +233,9 @@ fn main() -> anyhow::Result<()> {
         Command::Healthcheck(args) => {
             let result = load_config(&args)
                 .map_err(|e| format!("config: {e:#}"))
-                .and_then(|c| en_agent::health::check(&c, HEALTH_TIMEOUT));
+                .and_then(|c| {
+                    en_agent::health::check(&c, HEALTH_TIMEOUT).map_err(|e| e.to_string())
+                });
             match result {
                 Ok(line) => {
                     eprintln!("healthy: {line}");
@@ -271,7 +273,7 @@ fn main() -> anyhow::Result<()> {
             node = %config.node,
             broker = %config.broker.as_ref().map_or("none (offline)".to_owned(), ToString::to_string),
             state_dir = %config.state_dir.display(),
-            version = en_agent::agent::VERSION,
+            version = en_agent::VERSION,
             "en-agent starting"
         );
         let token = CancellationToken::new();

@@ -14,9 +14,11 @@
 //! is the agent's here: a new epoch per established session, persisted at CONNACK, and the
 //! signing of every report (`ReportEncoder`).
 
-use crate::agent::{Counters, Inbox, VERSION};
 use crate::config::Config;
+use crate::counters::Counters;
+use crate::inbox::Inbox;
 use crate::report;
+use crate::VERSION;
 use edge_io::mqtt::{last_will, qos, try_publish, ReconnectBackoff, Transport, TransportError};
 use edge_io::session::{self, EpochFile};
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet};

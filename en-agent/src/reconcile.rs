@@ -1,7 +1,9 @@
 //! The effectful half of convergence: observe the engine, execute one planned action,
 //! record the outcome in the planner's [`Memory`].
 
-use crate::plan::{self, Action, CompKey, Identity, Memory, Observed, Plan};
+use crate::plan::{self, Action, Memory, Observed, Plan};
+use crate::retry::{ErrorKind, Retry};
+use crate::runtime::spec::{CompKey, Identity, Ownership};
 use crate::runtime::{ContainerRuntime, RuntimeError};
 use schemas::wire::{DesiredState, ErrorInfo, FailurePolicy, RuntimeInfo};
 use std::collections::BTreeMap;
@@ -118,7 +120,7 @@ impl Reconciler {
             })
             .unwrap_or_default();
         for c in &containers {
-            if matches!(self.identity.classify(c), plan::Ownership::Mine(_)) {
+            if matches!(self.identity.classify(c), Ownership::Mine(_)) {
                 refs.push(c.image_id.clone());
             }
         }
@@ -232,39 +234,57 @@ impl Reconciler {
                 }
                 Outcome::Done
             }
-            Err(RuntimeError::Unreachable(m)) => {
-                tracing::warn!(error = %m, "docker unreachable");
-                Outcome::Unreachable(m)
-            }
-            Err(e) => {
-                if let Action::Pull {
-                    refresh: true,
-                    image,
-                    ..
-                } = action
-                {
-                    // The image is present: a failed refresh is not a failure.
-                    tracing::info!(image = %image, error = %e, "could not refresh image tag, using the local image");
-                    self.memory.entry(&key, &hash).refreshed = true;
-                    return Outcome::Done;
-                }
-                let policy = Self::policy(desired, &key);
-                let m = self.memory.entry(&key, &hash);
-                m.attempts += 1;
-                let info = e.to_info();
-                m.last_error = Some(info.clone());
-                if m.attempts >= policy.attempts {
-                    m.failed = true;
-                    m.next_try = None;
-                    tracing::warn!(deployment = %key.0, component = %key.1, attempts = m.attempts, code = info.code, error = %info.message, "giving up");
-                } else {
-                    let delay = plan::backoff(policy.backoff_ms, m.attempts, fastrand::f64());
-                    m.next_try = Some(now + delay);
-                    tracing::info!(deployment = %key.0, component = %key.1, attempts = m.attempts, code = info.code, error = %info.message, retry_in_ms = delay.as_millis() as u64, "operation failed, will retry");
-                }
-                Outcome::Failed(info)
+            Err(e) => self.failed(action, &key, &hash, e, desired, now),
+        }
+    }
+
+    /// Records a failed action of a component as the retry policy decides.
+    fn failed(
+        &mut self,
+        action: &Action,
+        key: &CompKey,
+        hash: &str,
+        e: RuntimeError,
+        desired: Option<&DesiredState>,
+        now: Instant,
+    ) -> Outcome {
+        if let Action::Pull {
+            refresh: true,
+            image,
+            ..
+        } = action
+        {
+            if e.kind() != ErrorKind::EngineDown {
+                // The image is present: a failed refresh is not a failure.
+                tracing::info!(image = %image, error = %e, "could not refresh image tag, using the local image");
+                self.memory.entry(key, hash).refreshed = true;
+                return Outcome::Done;
             }
         }
+        let policy = Self::policy(desired, key);
+        let retry = self
+            .memory
+            .record_failure(key, hash, &e, policy, now, fastrand::f64());
+        let info = e.to_info();
+        match retry {
+            Retry::NotCounted => {
+                let m = match e {
+                    RuntimeError::Unreachable(m) => m,
+                    other => other.to_string(),
+                };
+                tracing::warn!(error = %m, "docker unreachable");
+                return Outcome::Unreachable(m);
+            }
+            Retry::GiveUp { attempts } => {
+                tracing::warn!(deployment = %key.0, component = %key.1, attempts, code = info.code, error = %info.message, "giving up");
+            }
+            Retry::At {
+                attempts, delay, ..
+            } => {
+                tracing::info!(deployment = %key.0, component = %key.1, attempts, code = info.code, error = %info.message, retry_in_ms = delay.as_millis() as u64, "operation failed, will retry");
+            }
+        }
+        Outcome::Failed(info)
     }
 
     async fn run_action(
@@ -311,16 +331,10 @@ impl Reconciler {
             Action::RestartUnhealthy { key, id } => {
                 let hash = Self::spec_hash_of(desired, key);
                 let policy = Self::policy(desired, key);
-                let m = self.memory.entry(key, &hash);
-                if m.health_container != *id {
-                    m.health_container = id.clone();
-                    m.health_restarts = 0;
-                }
-                m.health_restarts += 1;
-                m.unhealthy_streak += 1;
-                let delay = plan::backoff(policy.backoff_ms, m.unhealthy_streak, fastrand::f64());
-                m.next_health_restart = Some(now + delay);
-                tracing::warn!(deployment = %key.0, component = %key.1, container = %id, restarts = m.health_restarts, "restarting unhealthy container");
+                let restarts =
+                    self.memory
+                        .record_health_restart(key, &hash, id, policy, now, fastrand::f64());
+                tracing::warn!(deployment = %key.0, component = %key.1, container = %id, restarts, "restarting unhealthy container");
                 rt.restart_container(id, self.settings.stop_timeout).await
             }
             Action::Remove { key, id, reason } => {

@@ -1,7 +1,8 @@
 //! Pure report building: the full [`NodeStatus`] and the [`Event`]s of state transitions.
 
-use crate::plan::{CompKey, CompView, Identity, Observed, Ownership, Plan};
+use crate::plan::{CompView, Observed, Plan};
 use crate::runtime::repo_digest_for;
+use crate::runtime::spec::{CompKey, Identity, Ownership};
 use schemas::wire::{
     AgentInfo, ComponentStatus, DeploymentStatus, DesiredState, ErrorInfo, Event, EventSchema,
     NodeStatus, RuntimeInfo, StatusSchema, UnmanagedContainer,

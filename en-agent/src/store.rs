@@ -55,7 +55,7 @@ pub enum Rejection {
     Signature(#[from] sign::SignatureError),
     /// Content inconsistent (names, spec hashes, dependencies) or a value out of range.
     #[error("invalid document: {0}")]
-    Invalid(String),
+    Invalid(#[from] ContentError),
     /// Generation above [`MAX_GENERATION`].
     #[error("generation {0} is above the highest generation {MAX_GENERATION}")]
     GenerationTooHigh(u64),
@@ -110,57 +110,127 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     })
 }
 
+/// Why a document's content is refused (the text after `invalid document: `).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContentError {
+    /// More deployments than [`MAX_DEPLOYMENTS`].
+    #[error("{0} deployments exceed the limit of {MAX_DEPLOYMENTS}")]
+    TooManyDeployments(usize),
+    /// More components than [`MAX_COMPONENTS`] in all.
+    #[error("{0} components exceed the limit of {MAX_COMPONENTS}")]
+    TooManyComponents(usize),
+    /// A deployment name is not a valid name.
+    #[error(transparent)]
+    DeploymentName(schemas::NameError),
+    /// Two deployments of the same name.
+    #[error("deployment {0} appears twice")]
+    DuplicateDeployment(String),
+    /// `policy.attempts` out of `1..=MAX_ATTEMPTS`.
+    #[error("deployment {0}: policy.attempts must be between 1 and {MAX_ATTEMPTS}")]
+    Attempts(String),
+    /// `policy.backoffMs` above [`MAX_BACKOFF_MS`].
+    #[error("deployment {0}: policy.backoffMs must be at most {MAX_BACKOFF_MS}")]
+    Backoff(String),
+    /// Two components of the same name in a deployment.
+    #[error("deployment {0}: duplicate component names")]
+    DuplicateComponents(String),
+    /// A component name is not a valid name.
+    #[error("deployment {deployment}: {source}")]
+    ComponentName {
+        /// The deployment.
+        deployment: String,
+        /// Why the name is refused.
+        source: schemas::NameError,
+    },
+    /// A component is refused.
+    #[error("deployment {deployment} component {component}: {problem}")]
+    Component {
+        /// The deployment.
+        deployment: String,
+        /// The component.
+        component: String,
+        /// What is wrong with it.
+        problem: ComponentProblem,
+    },
+    /// The components' dependencies form a cycle.
+    #[error("deployment {deployment}: dependency cycle through {component}")]
+    Cycle {
+        /// The deployment.
+        deployment: String,
+        /// A member of the cycle.
+        component: String,
+    },
+}
+
+/// What is wrong with one component of a document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ComponentProblem {
+    /// `memoryBytes` out of `1..=i64::MAX`.
+    #[error("memoryBytes {0} is out of range (1..={max})", max = schemas::bounds::MAX_RESOURCE)]
+    MemoryBytes(u64),
+    /// `nanoCpus` out of `1..=i64::MAX`.
+    #[error("nanoCpus {0} is out of range (1..={max})", max = schemas::bounds::MAX_RESOURCE)]
+    NanoCpus(u64),
+    /// A healthcheck duration above [`MAX_HEALTHCHECK_MS`].
+    #[error("healthcheck.{field} {ms} is above {MAX_HEALTHCHECK_MS}")]
+    HealthcheckDuration {
+        /// `intervalMs`, `timeoutMs` or `startPeriodMs`.
+        field: &'static str,
+        /// Its value.
+        ms: u64,
+    },
+    /// A port mapping with container port 0 (shown as written).
+    #[error("port mapping {0}: container port 0")]
+    ContainerPortZero(String),
+    /// `specHash` is not the hash of the spec.
+    #[error("specHash does not match the spec")]
+    SpecHash,
+    /// `dependsOn` names a component the deployment does not have.
+    #[error("depends on unknown component {0}")]
+    UnknownDependency(String),
+}
+
 /// Checks a document's content: names, spec hashes, dependencies (known, acyclic).
-pub fn check_content(doc: &DesiredState) -> Result<(), String> {
+pub fn check_content(doc: &DesiredState) -> Result<(), ContentError> {
     if doc.deployments.len() > MAX_DEPLOYMENTS {
-        return Err(format!(
-            "{} deployments exceed the limit of {MAX_DEPLOYMENTS}",
-            doc.deployments.len()
-        ));
+        return Err(ContentError::TooManyDeployments(doc.deployments.len()));
     }
     let components: usize = doc.deployments.iter().map(|d| d.components.len()).sum();
     if components > MAX_COMPONENTS {
-        return Err(format!(
-            "{components} components exceed the limit of {MAX_COMPONENTS}"
-        ));
+        return Err(ContentError::TooManyComponents(components));
     }
     let mut deps = BTreeSet::new();
     for d in &doc.deployments {
-        validate_name(&d.name).map_err(|e| e.to_string())?;
+        validate_name(&d.name).map_err(ContentError::DeploymentName)?;
         if !deps.insert(d.name.as_str()) {
-            return Err(format!("deployment {} appears twice", d.name));
+            return Err(ContentError::DuplicateDeployment(d.name.clone()));
         }
         if d.policy.attempts == 0 || d.policy.attempts > MAX_ATTEMPTS {
-            return Err(format!(
-                "deployment {}: policy.attempts must be between 1 and {MAX_ATTEMPTS}",
-                d.name
-            ));
+            return Err(ContentError::Attempts(d.name.clone()));
         }
         if d.policy.backoff_ms > MAX_BACKOFF_MS {
-            return Err(format!(
-                "deployment {}: policy.backoffMs must be at most {MAX_BACKOFF_MS}",
-                d.name
-            ));
+            return Err(ContentError::Backoff(d.name.clone()));
         }
         let names: BTreeSet<&str> = d.components.iter().map(|c| c.name.as_str()).collect();
         if names.len() != d.components.len() {
-            return Err(format!("deployment {}: duplicate component names", d.name));
+            return Err(ContentError::DuplicateComponents(d.name.clone()));
         }
         for c in &d.components {
-            validate_name(&c.name).map_err(|e| format!("deployment {}: {e}", d.name))?;
-            check_numbers(c)
-                .map_err(|e| format!("deployment {} component {}: {e}", d.name, c.name))?;
+            validate_name(&c.name).map_err(|source| ContentError::ComponentName {
+                deployment: d.name.clone(),
+                source,
+            })?;
+            let refused = |problem| ContentError::Component {
+                deployment: d.name.clone(),
+                component: c.name.clone(),
+                problem,
+            };
+            check_numbers(c).map_err(refused)?;
             if !c.hash_is_valid() {
-                return Err(format!(
-                    "deployment {} component {}: specHash does not match the spec",
-                    d.name, c.name
-                ));
+                return Err(refused(ComponentProblem::SpecHash));
             }
             if let Some(x) = c.depends_on.iter().find(|x| !names.contains(x.as_str())) {
-                return Err(format!(
-                    "deployment {} component {}: depends on unknown component {x}",
-                    d.name, c.name
-                ));
+                return Err(refused(ComponentProblem::UnknownDependency(x.clone())));
             }
         }
         let order = crate::plan::start_order(&d.components);
@@ -169,10 +239,10 @@ pub fn check_content(doc: &DesiredState) -> Result<(), String> {
         for i in order {
             let c = &d.components[i];
             if c.depends_on.iter().any(|x| !seen.contains(x.as_str())) {
-                return Err(format!(
-                    "deployment {}: dependency cycle through {}",
-                    d.name, c.name
-                ));
+                return Err(ContentError::Cycle {
+                    deployment: d.name.clone(),
+                    component: c.name.clone(),
+                });
             }
             seen.insert(c.name.as_str());
         }
@@ -183,16 +253,16 @@ pub fn check_content(doc: &DesiredState) -> Result<(), String> {
 /// The numbers of a component that reach Docker as signed integers or durations: refused
 /// when out of range rather than wrapped, saturated or silently dropped (a memory limit
 /// that does not fit Docker's i64 would otherwise mean no limit at all).
-fn check_numbers(c: &schemas::Component) -> Result<(), String> {
+fn check_numbers(c: &schemas::Component) -> Result<(), ComponentProblem> {
     let i64_max = schemas::bounds::MAX_RESOURCE;
     if let Some(m) = c.resources.memory_bytes {
         if m == 0 || m > i64_max {
-            return Err(format!("memoryBytes {m} is out of range (1..={i64_max})"));
+            return Err(ComponentProblem::MemoryBytes(m));
         }
     }
     if let Some(n) = c.resources.nano_cpus {
         if n == 0 || n > i64_max {
-            return Err(format!("nanoCpus {n} is out of range (1..={i64_max})"));
+            return Err(ComponentProblem::NanoCpus(n));
         }
     }
     if let Some(h) = &c.healthcheck {
@@ -202,14 +272,12 @@ fn check_numbers(c: &schemas::Component) -> Result<(), String> {
             ("startPeriodMs", h.start_period_ms),
         ] {
             if ms > MAX_HEALTHCHECK_MS {
-                return Err(format!(
-                    "healthcheck.{field} {ms} is above {MAX_HEALTHCHECK_MS}"
-                ));
+                return Err(ComponentProblem::HealthcheckDuration { field, ms });
             }
         }
     }
     if let Some(p) = c.ports.iter().find(|p| p.container == 0) {
-        return Err(format!("port mapping {p:?}: container port 0"));
+        return Err(ComponentProblem::ContainerPortZero(format!("{p:?}")));
     }
     Ok(())
 }
@@ -280,7 +348,7 @@ impl Store {
         if doc.generation > MAX_GENERATION {
             return Err(Rejection::GenerationTooHigh(doc.generation));
         }
-        check_content(&doc).map_err(Rejection::Invalid)?;
+        check_content(&doc)?;
         Ok(doc)
     }
 

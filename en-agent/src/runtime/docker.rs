@@ -162,10 +162,13 @@ fn to_hash_map(m: &BTreeMap<String, String>) -> HashMap<String, String> {
     m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
+/// The Docker create body: the component's own fields read straight from it, the
+/// agent-derived ones (name, labels, mounts, network, aliases) from the spec.
 fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let c = &spec.component;
     let mut exposed = Vec::new();
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-    for p in &spec.ports {
+    for p in &c.ports {
         let key = format!("{}/{}", p.container, p.protocol.as_str());
         exposed.push(key.clone());
         bindings
@@ -192,20 +195,20 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             ..Default::default()
         })
         .collect();
-    let restart = match spec.restart {
+    let restart = match c.restart {
         Restart::No => RestartPolicyNameEnum::NO,
         Restart::Always => RestartPolicyNameEnum::ALWAYS,
         Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
         Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
     };
     ContainerCreateBody {
-        image: Some(spec.image.clone()),
-        cmd: spec.command.clone(),
-        entrypoint: spec.entrypoint.clone(),
-        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        image: Some(c.image.clone()),
+        cmd: c.command.clone(),
+        entrypoint: c.entrypoint.clone(),
+        env: Some(c.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         labels: Some(to_hash_map(&spec.labels)),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
-        healthcheck: spec.healthcheck.as_ref().map(|h| HealthConfig {
+        healthcheck: c.healthcheck.as_ref().map(|h| HealthConfig {
             test: Some(h.test.clone()),
             interval: Some(ms_to_ns(h.interval_ms)),
             timeout: Some(ms_to_ns(h.timeout_ms)),
@@ -220,11 +223,8 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
                 maximum_retry_count: None,
             }),
             mounts: Some(mounts),
-            memory: spec
-                .resources
-                .memory_bytes
-                .and_then(|m| i64::try_from(m).ok()),
-            nano_cpus: spec.resources.nano_cpus.and_then(|m| i64::try_from(m).ok()),
+            memory: c.resources.memory_bytes.and_then(|m| i64::try_from(m).ok()),
+            nano_cpus: c.resources.nano_cpus.and_then(|m| i64::try_from(m).ok()),
             network_mode: Some(spec.network.clone()),
             ..Default::default()
         }),

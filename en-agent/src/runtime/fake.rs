@@ -172,7 +172,10 @@ impl FakeRuntime {
         let Some(c) = s.containers.get_mut(id) else {
             return false;
         };
-        let policy = c.spec.as_ref().map_or(RestartPolicy::No, |sp| sp.restart);
+        let policy = c
+            .spec
+            .as_ref()
+            .map_or(RestartPolicy::No, |sp| sp.component.restart);
         let restarts = match policy {
             RestartPolicy::No => false,
             RestartPolicy::OnFailure => exit_code != 0,
@@ -426,7 +429,7 @@ impl FakeRuntime {
         let ports: Vec<u16> = c
             .spec
             .as_ref()
-            .map(|sp| sp.ports.iter().filter_map(|p| p.host).collect())
+            .map(|sp| sp.component.ports.iter().filter_map(|p| p.host).collect())
             .unwrap_or_default();
         for other in s.containers.values() {
             if other.info.id == id || !other.info.is_running() {
@@ -435,7 +438,13 @@ impl FakeRuntime {
             let taken = other
                 .spec
                 .as_ref()
-                .map(|sp| sp.ports.iter().filter_map(|p| p.host).collect::<Vec<_>>())
+                .map(|sp| {
+                    sp.component
+                        .ports
+                        .iter()
+                        .filter_map(|p| p.host)
+                        .collect::<Vec<_>>()
+                })
                 .unwrap_or_default();
             if let Some(p) = ports.iter().find(|p| taken.contains(p)) {
                 return Err(RuntimeError::PortInUse(format!(
@@ -450,7 +459,10 @@ impl FakeRuntime {
             .ok_or_else(|| RuntimeError::NotFound(id.to_owned()))?;
         c.info.status = "running".into();
         c.info.exit_code = None;
-        let has_hc = c.spec.as_ref().is_some_and(|sp| sp.healthcheck.is_some());
+        let has_hc = c
+            .spec
+            .as_ref()
+            .is_some_and(|sp| sp.component.healthcheck.is_some());
         c.info.health = match (has_hc, unhealthy) {
             (false, _) => Health::None,
             (true, true) => Health::Unhealthy,
@@ -604,15 +616,15 @@ impl ContainerRuntime for FakeRuntime {
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
         self.enter(
             Some(Op::Create),
-            Some(&spec.image),
+            Some(&spec.component.image),
             Some(format!("create {}", spec.name)),
         )
         .await?;
         let mut s = self.lock();
-        let Some(image) = s.images.get(&spec.image).cloned() else {
+        let Some(image) = s.images.get(&spec.component.image).cloned() else {
             return Err(RuntimeError::ImageNotFound(format!(
                 "no such image: {}",
-                spec.image
+                spec.component.image
             )));
         };
         if s.containers.values().any(|c| c.info.name == spec.name) {
@@ -629,7 +641,7 @@ impl ContainerRuntime for FakeRuntime {
                 info: ContainerInfo {
                     id: id.clone(),
                     name: spec.name.clone(),
-                    image: spec.image.clone(),
+                    image: spec.component.image.clone(),
                     image_id: image.id,
                     labels: spec.labels.clone(),
                     status: "created".into(),

@@ -2,15 +2,19 @@
 //!
 //! [`ContainerRuntime`] is everything the agent asks of a container engine. The Docker
 //! implementation ([`docker::DockerRuntime`], bollard) is the only place Docker types
-//! appear; [`fake::FakeRuntime`] is an in-memory engine with knobs for tests and for the
-//! fleet simulator.
+//! appear; `fake::FakeRuntime` (cargo feature `fake`, off by default: tests and the fleet
+//! simulator only) is an in-memory engine with knobs.
 
 pub mod docker;
+#[cfg(feature = "fake")]
 pub mod fake;
+pub mod spec;
 
+pub use spec::{ContainerSpec, Mount};
+
+use crate::retry::ErrorKind;
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
-use schemas::component::{Healthcheck, PortMapping, Resources, RestartPolicy, VolumeKind};
 use schemas::wire::error_code;
 use schemas::Health;
 use std::collections::BTreeMap;
@@ -89,50 +93,6 @@ pub struct EngineInfo {
     pub data_root: Option<String>,
 }
 
-/// A resolved mount of [`ContainerSpec`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mount {
-    /// Volume, bind or tmpfs.
-    pub kind: VolumeKind,
-    /// Engine volume name or host path; empty for tmpfs.
-    pub source: String,
-    /// Path in the container.
-    pub target: String,
-    /// Read-only.
-    pub read_only: bool,
-}
-
-/// Everything needed to create a container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerSpec {
-    /// Container name.
-    pub name: String,
-    /// Image reference.
-    pub image: String,
-    /// CMD override.
-    pub command: Option<Vec<String>>,
-    /// ENTRYPOINT override.
-    pub entrypoint: Option<Vec<String>>,
-    /// Environment.
-    pub env: BTreeMap<String, String>,
-    /// Published ports.
-    pub ports: Vec<PortMapping>,
-    /// Mounts (volume names already resolved).
-    pub mounts: Vec<Mount>,
-    /// Restart policy.
-    pub restart: RestartPolicy,
-    /// Healthcheck.
-    pub healthcheck: Option<Healthcheck>,
-    /// Limits.
-    pub resources: Resources,
-    /// Labels (user labels plus ours).
-    pub labels: BTreeMap<String, String>,
-    /// User network to attach to.
-    pub network: String,
-    /// DNS aliases on that network.
-    pub aliases: Vec<String>,
-}
-
 /// Why a runtime call failed. Messages are the engine's own words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuntimeError {
@@ -185,12 +145,13 @@ impl RuntimeError {
         }
     }
 
-    /// True when retrying the same call later may succeed without a change of spec.
-    pub fn is_transient(&self) -> bool {
-        !matches!(
-            self,
-            RuntimeError::ImageNotFound(_) | RuntimeError::PullDenied(_)
-        )
+    /// What the failure says about retrying; [`crate::retry::after_failure`] decides on it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RuntimeError::Unreachable(_) => ErrorKind::EngineDown,
+            RuntimeError::ImageNotFound(_) | RuntimeError::PullDenied(_) => ErrorKind::Permanent,
+            _ => ErrorKind::Transient,
+        }
     }
 
     /// As reported on the wire.

@@ -1,10 +1,9 @@
 #![allow(dead_code)]
 //! Builders shared by the agent's integration tests.
 
-use schemas::component::{Healthcheck, Resources, RestartPolicy, UpdateOrder};
+use schemas::component::Healthcheck;
 use schemas::wire::{DesiredDeployment, DesiredSchema, DesiredState, FailurePolicy, Revision};
 use schemas::Component;
-use std::collections::BTreeMap;
 
 pub const SITE: &str = "s1";
 pub const NODE: &str = "n1";
@@ -13,18 +12,7 @@ pub fn comp(name: &str, image: &str) -> Component {
     Component {
         name: name.into(),
         image: image.into(),
-        command: None,
-        entrypoint: None,
-        env: BTreeMap::new(),
-        ports: vec![],
-        volumes: vec![],
-        restart: RestartPolicy::default(),
-        healthcheck: None,
-        depends_on: vec![],
-        resources: Resources::default(),
-        labels: BTreeMap::new(),
-        update_order: UpdateOrder::default(),
-        spec_hash: String::new(),
+        ..Component::default()
     }
     .with_hash()
 }
