@@ -15,7 +15,7 @@
 
 use bench::SynthSite;
 use criterion::{criterion_group, criterion_main, Criterion};
-use lo::plan::{self, NodeInput};
+use lo::preview::{self, NodeInput};
 use lo::render::{self, NodeDesired};
 use schemas::wire::{
     AgentInfo, ComponentStatus, DeploymentStatus, NodeStatus, RuntimeInfo, StatusSchema,
@@ -119,7 +119,7 @@ fn benches(c: &mut Criterion) {
             .iter()
             .map(|(n, d)| (n.as_str(), d.deployments.iter().map(|x| &*x.spec).collect()))
             .collect();
-        plan::plan(
+        preview::plan(
             "bench",
             &revision.commit,
             desired.iter().map(|(n, ds)| {
@@ -159,7 +159,7 @@ fn benches(c: &mut Criterion) {
         .collect();
     g.bench_function("plan_count", |b| {
         b.iter(|| {
-            black_box(plan::count(desired.iter().map(|(n, ds)| {
+            black_box(preview::count(desired.iter().map(|(n, ds)| {
                 (
                     *n,
                     NodeInput {

@@ -17,6 +17,9 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("invalid configuration: {0}")]
     Value(String),
+    /// The bounds on Git input (`[limits]`) cannot be used.
+    #[error("invalid configuration: {0}")]
+    Limits(#[from] schemas::site::LimitsError),
 }
 
 /// Log output format.
@@ -258,7 +261,7 @@ impl Config {
                 "audit.max_bytes must be positive".into(),
             ));
         }
-        self.limits.validate().map_err(ConfigError::Value)?;
+        self.limits.validate()?;
         // A desired document must fit in a packet with the topic and MQTT header around it.
         if self.limits.max_desired_bytes + 4096 > self.max_packet_size {
             return Err(ConfigError::Value(format!(

@@ -2,8 +2,77 @@
 //! or curl (`HEALTHCHECK CMD ["/lo", "healthcheck"]`). Exit 0 on a 2xx answer.
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
+
+/// Why a check failed; each message starts with the URL checked.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthcheckError {
+    /// Not an `http://` URL.
+    #[error("{url}: only http:// URLs are supported")]
+    Scheme {
+        /// The URL.
+        url: String,
+    },
+    /// An `http://` URL without a host.
+    #[error("{url}: no host")]
+    NoHost {
+        /// The URL.
+        url: String,
+    },
+    /// The host name does not resolve.
+    #[error("{url}: cannot resolve {target}: {cause}")]
+    Resolve {
+        /// The URL.
+        url: String,
+        /// `host:port`.
+        target: String,
+        /// The resolver's error.
+        cause: std::io::Error,
+    },
+    /// The host name resolves to no address.
+    #[error("{url}: no address for {target}")]
+    NoAddress {
+        /// The URL.
+        url: String,
+        /// `host:port`.
+        target: String,
+    },
+    /// No address accepted a connection in time (the last address tried).
+    #[error("{url}: cannot connect to {addr}: {cause}")]
+    Connect {
+        /// The URL.
+        url: String,
+        /// The address tried last.
+        addr: SocketAddr,
+        /// Why it failed.
+        cause: std::io::Error,
+    },
+    /// Sending the request or reading the answer failed.
+    #[error("{url}: {cause}")]
+    Io {
+        /// The URL.
+        url: String,
+        /// The I/O error.
+        cause: std::io::Error,
+    },
+    /// The answer does not start with an HTTP status line.
+    #[error("{url}: not an HTTP answer: {line:?}")]
+    NotHttp {
+        /// The URL.
+        url: String,
+        /// The first line of the answer.
+        line: String,
+    },
+    /// An answer other than 2xx.
+    #[error("{url}: HTTP {code}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The status code.
+        code: u16,
+    },
+}
 
 /// The URL checked by default: `/readyz` on the HTTP listen address, with an unspecified
 /// address (`0.0.0.0`, `[::]`) replaced by loopback.
@@ -20,16 +89,20 @@ pub fn default_url(http_listen: &str) -> String {
 }
 
 /// Splits `http://host[:port][/path]` into (host:port, host header, path).
-fn parse(url: &str) -> Result<(String, String, String), String> {
+fn parse(url: &str) -> Result<(String, String, String), HealthcheckError> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+        .ok_or_else(|| HealthcheckError::Scheme {
+            url: url.to_owned(),
+        })?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     if authority.is_empty() {
-        return Err(format!("{url}: no host"));
+        return Err(HealthcheckError::NoHost {
+            url: url.to_owned(),
+        });
     }
     let has_port = match authority.rfind(']') {
         Some(i) => authority[i..].contains(':'),
@@ -45,14 +118,21 @@ fn parse(url: &str) -> Result<(String, String, String), String> {
 
 /// GETs `url` within `timeout` (connect, send, read the status line). Returns the status code
 /// (any code), or why there is none.
-pub fn get_status(url: &str, timeout: Duration) -> Result<u16, String> {
+pub fn get_status(url: &str, timeout: Duration) -> Result<u16, HealthcheckError> {
     let started = Instant::now();
     let (target, host, path) = parse(url)?;
     let addrs: Vec<_> = target
         .to_socket_addrs()
-        .map_err(|e| format!("{url}: cannot resolve {target}: {e}"))?
+        .map_err(|cause| HealthcheckError::Resolve {
+            url: url.to_owned(),
+            target: target.clone(),
+            cause,
+        })?
         .collect();
-    let mut last = format!("{url}: no address for {target}");
+    let mut last = HealthcheckError::NoAddress {
+        url: url.to_owned(),
+        target,
+    };
     let mut stream = None;
     for a in addrs {
         let left = timeout.saturating_sub(started.elapsed());
@@ -64,14 +144,23 @@ pub fn get_status(url: &str, timeout: Duration) -> Result<u16, String> {
                 stream = Some(s);
                 break;
             }
-            Err(e) => last = format!("{url}: cannot connect to {a}: {e}"),
+            Err(cause) => {
+                last = HealthcheckError::Connect {
+                    url: url.to_owned(),
+                    addr: a,
+                    cause,
+                }
+            }
         }
     }
     let mut s = stream.ok_or(last)?;
     let left = timeout
         .saturating_sub(started.elapsed())
         .max(Duration::from_millis(1));
-    let io = |e: std::io::Error| format!("{url}: {e}");
+    let io = |cause: std::io::Error| HealthcheckError::Io {
+        url: url.to_owned(),
+        cause,
+    };
     s.set_read_timeout(Some(left)).map_err(io)?;
     s.set_write_timeout(Some(left)).map_err(io)?;
     let req = format!(
@@ -96,15 +185,21 @@ pub fn get_status(url: &str, timeout: Duration) -> Result<u16, String> {
         parts.next().and_then(|c| c.parse::<u16>().ok()),
     ) {
         (Some(v), Some(code)) if v.starts_with("HTTP/") => Ok(code),
-        _ => Err(format!("{url}: not an HTTP answer: {line:?}")),
+        _ => Err(HealthcheckError::NotHttp {
+            url: url.to_owned(),
+            line: line.to_owned(),
+        }),
     }
 }
 
 /// Runs the check: `Ok(())` on 2xx, else the one-line reason.
-pub fn check(url: &str, timeout: Duration) -> Result<(), String> {
+pub fn check(url: &str, timeout: Duration) -> Result<(), HealthcheckError> {
     match get_status(url, timeout)? {
         200..=299 => Ok(()),
-        c => Err(format!("{url}: HTTP {c}")),
+        code => Err(HealthcheckError::Status {
+            url: url.to_owned(),
+            code,
+        }),
     }
 }
 
@@ -158,15 +253,17 @@ mod tests {
         });
         let url = format!("http://{addr}/readyz");
         let t = Duration::from_secs(5);
-        assert_eq!(check(&url, t), Ok(()));
-        let e = check(&url, t).expect_err("503");
+        assert_eq!(check(&url, t).map_err(|e| e.to_string()), Ok(()));
+        let e = check(&url, t).expect_err("503").to_string();
         assert!(e.ends_with("HTTP 503"), "{e}");
-        let e = check(&url, t).expect_err("garbage");
+        let e = check(&url, t).expect_err("garbage").to_string();
         assert!(e.contains("not an HTTP answer"), "{e}");
         server.join().expect("server");
         // Nothing listens any more: a connection error, within the timeout.
         let started = Instant::now();
-        let e = check(&url, Duration::from_secs(2)).expect_err("refused");
+        let e = check(&url, Duration::from_secs(2))
+            .expect_err("refused")
+            .to_string();
         assert!(e.contains("cannot connect"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(3));
     }

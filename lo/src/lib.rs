@@ -17,7 +17,7 @@
 //!   [`render`] (site + inventory → per-node documents and generations), [`rollout`]
 //!   (pacing by `maxParallel`), [`policy`] (deletion guard, hold / rollback decisions),
 //!   [`observe`] (presence with epochs, heartbeat timeout), [`reports`] (signature, size
-//!   and admission checks of node reports), [`status`] (the site status), [`plan`] (the
+//!   and admission checks of node reports), [`status`] (the site status), [`preview`] (the
 //!   dry-run diff behind `lo plan`).
 //! - Boundaries: [`source`] (the `DesiredSource` trait, its git2 implementation, the
 //!   poller), [`mqtt`] (the rumqttc session), [`store`] (state directory), [`audit`]
@@ -40,8 +40,8 @@ pub mod http;
 pub mod metrics;
 pub mod mqtt;
 pub mod observe;
-pub mod plan;
 pub mod policy;
+pub mod preview;
 pub mod reconcile;
 pub mod render;
 pub mod reports;

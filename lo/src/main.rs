@@ -1,10 +1,12 @@
-//! The `lo` binary: flags, configuration, telemetry, then the library.
+//! The `lo` binary: flags, configuration, telemetry, then the library (`lo run` in
+//! [`lo::app`], the one-shot commands in [`lo::cli::commands`]).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use lo::cli::commands::{self, config_error, PlanRequest};
 use lo::config::{self, LogFormat};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -205,103 +207,41 @@ fn main() -> ExitCode {
     }
 }
 
-fn healthcheck(
-    url: Option<String>,
-    config: Option<&std::path::Path>,
-    timeout: Duration,
-) -> ExitCode {
-    let url = match url {
-        Some(u) => u,
-        None => {
-            let file = match config.map(std::fs::read_to_string).transpose() {
-                Ok(f) => f,
-                Err(e) => {
-                    eprintln!("healthcheck: reading the configuration: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            let env: HashMap<String, String> = std::env::vars().collect();
-            match config::resolve(file.as_deref(), &env, &[]) {
-                Ok(cfg) => lo::healthcheck::default_url(&cfg.http_listen),
-                Err(e) => {
-                    eprintln!("healthcheck: configuration: {e}");
-                    return ExitCode::from(1);
-                }
-            }
-        }
-    };
-    match lo::healthcheck::check(&url, timeout) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("healthcheck: {e}");
-            ExitCode::from(1)
-        }
-    }
+fn healthcheck(url: Option<String>, config: Option<&Path>, timeout: Duration) -> ExitCode {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    commands::healthcheck(url, config, &env, timeout)
+}
+
+/// The site folder: `--site-path`, or `sites/<site>`.
+fn site_folder(site: &str, site_path: Option<String>) -> String {
+    site_path.unwrap_or_else(|| format!("sites/{site}"))
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+    let code = match cli.command {
         Command::Healthcheck {
             url,
             config,
             timeout,
-        } => Ok(healthcheck(url, config.as_deref(), timeout)),
-        Command::Keygen => Ok(keygen()),
+        } => healthcheck(url, config.as_deref(), timeout),
+        Command::Keygen => commands::keygen(),
         Command::Acl {
             site,
             root,
             repo,
             site_path,
-            mut nodes,
+            nodes,
             lo_user,
         } => {
-            if let Some(repo) = repo {
-                let path = site_path.unwrap_or_else(|| format!("sites/{site}"));
-                match lo::cli::validate(&repo, &site, &path) {
-                    Ok(docs) => nodes.extend(docs.nodes.keys().cloned()),
-                    Err(lo::cli::CliError::Invalid(problems)) => {
-                        eprint!("{}", lo::cli::format_problems(&problems));
-                        return Ok(ExitCode::from(1));
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            let lo_user = lo_user.unwrap_or_else(|| format!("lo-{site}"));
-            match lo::cli::mosquitto_acl(&site, &root, &lo_user, &nodes) {
-                Ok(acl) => {
-                    print!("{acl}");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    Ok(ExitCode::from(2))
-                }
-            }
+            let path = site_folder(&site, site_path);
+            commands::acl(&site, &root, repo.as_deref(), &path, nodes, lo_user)?
         }
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => return run(args).await,
         Command::Validate {
             repo,
             site,
             site_path,
-        } => {
-            let path = site_path.unwrap_or_else(|| format!("sites/{site}"));
-            match lo::cli::validate(&repo, &site, &path) {
-                Ok(docs) => {
-                    println!(
-                        "{path}: ok ({} deployments, {} nodes)",
-                        docs.deployments.len(),
-                        docs.nodes.len()
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(lo::cli::CliError::Invalid(problems)) => {
-                    eprint!("{}", lo::cli::format_problems(&problems));
-                    eprintln!("{path}: {} problem(s)", problems.len());
-                    Ok(ExitCode::from(1))
-                }
-                Err(e) => Err(e.into()),
-            }
-        }
+        } => commands::validate(&repo, &site, &site_folder(&site, site_path))?,
         Command::Plan {
             repo,
             site,
@@ -311,44 +251,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             topic_root,
             format,
         } => {
-            let path = site_path.unwrap_or_else(|| format!("sites/{site}"));
-            let topics = schemas::Topics::new(&topic_root);
-            let observed = match &broker {
-                Some(url) => {
-                    let url: schemas::BrokerUrl = url
-                        .parse()
-                        .map_err(|e| anyhow::anyhow!(config::broker_error(url, &e)))?;
-                    lo::cli::observe_broker(
-                        &url,
-                        tls_ca_file.as_deref(),
-                        &topics,
-                        &site,
-                        Duration::from_millis(700),
-                        Duration::from_secs(15),
-                        lo::cli::MAX_OBSERVED_NODES,
-                    )
-                    .await?
-                }
-                None => Default::default(),
-            };
-            match lo::cli::plan_worktree(&repo, &site, &path, &observed, broker.is_none()) {
-                Ok(plan) => {
-                    match format {
-                        Format::Text => print!("{plan}"),
-                        Format::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
-                    }
-                    Ok(if plan.has_changes() {
-                        ExitCode::from(2)
-                    } else {
-                        ExitCode::SUCCESS
-                    })
-                }
-                Err(lo::cli::CliError::Invalid(problems)) => {
-                    eprint!("{}", lo::cli::format_problems(&problems));
-                    Ok(ExitCode::from(1))
-                }
-                Err(e) => Err(e.into()),
-            }
+            let path = site_folder(&site, site_path);
+            commands::plan(PlanRequest {
+                repo: &repo,
+                site: &site,
+                site_path: &path,
+                broker: broker.as_deref(),
+                tls_ca_file: tls_ca_file.as_deref(),
+                topic_root: &topic_root,
+                json: matches!(format, Format::Json),
+            })
+            .await?
         }
         Command::History {
             state_dir,
@@ -356,37 +269,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             deployment,
             limit,
             json,
-        } => {
-            let entries = lo::audit::history(
-                &state_dir.join("audit"),
-                node.as_deref(),
-                deployment.as_deref(),
-                limit,
-            )
-            .with_context(|| format!("reading the audit log in {}", state_dir.display()))?;
-            for e in entries {
-                if json {
-                    println!("{}", serde_json::to_string(&e)?);
-                } else {
-                    let mut who = Vec::new();
-                    if let Some(n) = &e.node {
-                        who.push(format!("node={n}"));
-                    }
-                    if let Some(d) = &e.deployment {
-                        who.push(format!("deployment={d}"));
-                    }
-                    if let Some(g) = e.generation {
-                        who.push(format!("gen={g}"));
-                    }
-                    if let Some(c) = &e.commit {
-                        who.push(format!("commit={}", lo::plan::short(c)));
-                    }
-                    println!("{} {:<9} {} {}", e.at, e.kind, who.join(" "), e.message);
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-    }
+        } => commands::history(
+            &state_dir,
+            node.as_deref(),
+            deployment.as_deref(),
+            limit,
+            json,
+        )?,
+    };
+    Ok(code)
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -441,31 +332,4 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Err(lo::app::AppError::Config(e)) => Ok(config_error(&e)),
         Err(e) => Err(e.into()),
     }
-}
-
-fn config_error(e: &config::ConfigError) -> ExitCode {
-    eprintln!("error: {}", schemas::redact_urls_in(&e.to_string()));
-    ExitCode::from(2)
-}
-
-/// Prints a new key pair: 32 bytes from the kernel's CSPRNG as the ed25519 seed.
-fn keygen() -> ExitCode {
-    use std::io::Read;
-    let mut seed = [0u8; 32];
-    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed)) {
-        eprintln!("error: cannot read /dev/urandom: {e}");
-        return ExitCode::from(1);
-    }
-    let key = schemas::sign::Ed25519SigningKey::from_bytes(&seed);
-    println!("# lo (keep secret): LO_SIGNING_KEY or signing_key in the LO config");
-    println!(
-        "signing_key = \"{}\"",
-        schemas::sign::signing_key_to_base64(&key)
-    );
-    println!("# every en-agent: EN_PUBLIC_KEY or public_key in the agent config");
-    println!(
-        "public_key = \"{}\"",
-        schemas::sign::verifying_key_to_base64(&key.verifying_key())
-    );
-    ExitCode::SUCCESS
 }

@@ -2,8 +2,8 @@
 //! deletion guard.
 #![allow(clippy::type_complexity)]
 
-use lo::plan::{plan, plan_node, ComponentAction as C, DeploymentAction as A, NodeInput};
 use lo::policy::{decide, deletion_guard, Decision, GuardFlags, RollbackMark};
+use lo::preview::{plan, plan_node, ComponentAction as C, DeploymentAction as A, NodeInput};
 use lo::render::{self, Dep, NodeDesired, RollbackOverride};
 use schemas::component::Component;
 use schemas::site::SiteSpec;

@@ -29,8 +29,6 @@ pub mod wire;
 
 #[cfg(feature = "site")]
 pub mod site;
-#[cfg(feature = "site")]
-mod yaml;
 
 #[cfg(feature = "signing")]
 pub mod sign;
