@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 const MAX_LINES: usize = 800;
 
 /// Crates of the workspace whose `src/` is checked for cycles.
-const CRATES: &[&str] = &["schemas", "lo", "en-agent", "broker", "tests", "bench", "edge-io"];
+const CRATES: &[&str] = &[
+    "schemas", "lo", "en-agent", "broker", "tests", "bench", "edge-io",
+];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -346,7 +348,10 @@ fn no_import_cycle_between_the_modules_of_a_crate() {
         checked += g.modules.len();
         found.extend(module_cycles(name, &g));
     }
-    assert!(checked > 20, "only {checked} modules found: is the layout walk broken?");
+    assert!(
+        checked > 20,
+        "only {checked} modules found: is the layout walk broken?"
+    );
     assert!(found.is_empty(), "import cycles:\n{}", found.join("\n"));
 }
 
@@ -359,10 +364,16 @@ fn the_cycle_check_sees_a_cycle() {
     let write = |p: &str, t: &str| std::fs::write(src.join(p), t).expect("write");
     write("lib.rs", "pub mod a;\npub mod b;\npub mod c;\n");
     write("a.rs", "use crate::{b::Thing, c};\n");
-    write("b.rs", "// crate::a in a comment does not count\npub struct Thing;\n");
+    write(
+        "b.rs",
+        "// crate::a in a comment does not count\npub struct Thing;\n",
+    );
     write("c/mod.rs", "pub mod x;\npub mod y;\npub use x::X;\n");
     write("c/x.rs", "use super::y::Y;\npub struct X;\n");
-    write("c/y.rs", "pub struct Y;\n#[cfg(test)]\nmod tests {\n use crate::c::x::X;\n}\n");
+    write(
+        "c/y.rs",
+        "pub struct Y;\n#[cfg(test)]\nmod tests {\n use crate::c::x::X;\n}\n",
+    );
     let g = crate_graph(dir.path());
     assert!(module_cycles("t", &g).is_empty(), "{:?}", g.edges);
     write("b.rs", "pub struct Thing;\nfn f() { crate::a::g() }\n");
