@@ -15,7 +15,7 @@
 //! - [`site`] (feature `site`): the site model people write in Git (`Deployment`, `Node`,
 //!   `Site`) and [`site::load_site`], which validates a site's files with errors naming file, line and field.
 //! - [`sign`] (feature `signing`): ed25519 signatures of desired documents.
-//! - [`json_schema`] (feature `json-schema`): the JSON Schemas committed under `schemas/json/`.
+//! - `json_schema` (feature `json-schema`): the JSON Schemas committed under `schemas/json/`.
 //!
 //! The authoritative description of the protocol is `docs/protocol.md`.
 

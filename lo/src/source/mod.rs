@@ -80,7 +80,7 @@ pub trait DesiredSource: Send {
     /// Fetches and returns the branch head (`None`: the branch does not exist yet).
     fn fetch(&mut self) -> Result<Option<Commit>, SourceError>;
     /// The YAML files (`.yaml`, `.yml`) under `site_path` at `commit`, read within the
-    /// source's [`SiteLimits`], and the entries refused. A missing folder gives nothing.
+    /// source's [`SiteLimits`](schemas::site::SiteLimits), and the entries refused. A missing folder gives nothing.
     fn read_site(&self, commit: &str, site_path: &str) -> Result<SiteFiles, SourceError>;
     /// Whether anything under `path` differs between commits `a` and `b`.
     fn changed(&self, a: &str, b: &str, path: &str) -> Result<bool, SourceError>;
