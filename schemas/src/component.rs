@@ -293,18 +293,7 @@ mod tests {
         Component {
             name: "web".into(),
             image: "registry.local:5000/web:1.0".into(),
-            command: None,
-            entrypoint: None,
-            env: BTreeMap::new(),
-            ports: vec![],
-            volumes: vec![],
-            restart: RestartPolicy::default(),
-            healthcheck: None,
-            depends_on: vec![],
-            resources: Resources::default(),
-            labels: BTreeMap::new(),
-            update_order: UpdateOrder::default(),
-            spec_hash: String::new(),
+            ..Component::default()
         }
     }
 
