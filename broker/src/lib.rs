@@ -95,17 +95,6 @@ pub enum BrokerError {
     },
 }
 
-impl BrokerError {
-    /// Whether trying again later may succeed (a port still in use, a slow start), as opposed
-    /// to a configuration that will never work.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            BrokerError::Bind { .. } | BrokerError::NotReady { .. } | BrokerError::Spawn(_)
-        )
-    }
-}
-
 /// Broker settings, read from a TOML file (see `broker.toml` at the workspace root for a
 /// commented example). Every key is optional; unknown keys are errors.
 ///

@@ -42,13 +42,6 @@ pub enum SourceError {
     },
 }
 
-impl SourceError {
-    /// Fetch errors are usually transient (network, server); all are retried on the next poll.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, SourceError::Git { .. })
-    }
-}
-
 /// A commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Commit {
