@@ -93,24 +93,9 @@ fn benches(c: &mut Criterion) {
     let deployments = env_usize("BENCH_DEPLOYMENTS", 20);
     let synth = SynthSite::new("bench", nodes, deployments, 3);
     let files = synth.files("1");
-    // The default limits admit 5,000 documents a site and 1 MiB a file; a site of 10,000
-    // nodes in one file is what an operator raises `[limits]` for.
-    let limits = schemas::site::SiteLimits {
-        max_file_bytes: 64 << 20,
-        max_site_bytes: 256 << 20,
-        max_docs_per_file: 1_000_000,
-        max_docs_per_site: 1_000_000,
-        max_yaml_nodes: 100_000_000,
-        max_yaml_text_bytes: 256 << 20,
-        ..Default::default()
-    };
     let load = || {
-        schemas::site::load_site_with(
-            "bench",
-            files.iter().map(|(p, t)| (p.as_str(), t.as_str())),
-            &limits,
-        )
-        .expect("synthetic site is valid")
+        schemas::site::load_site("bench", files.iter().map(|(p, t)| (p.as_str(), t.as_str())))
+            .expect("synthetic site is valid")
     };
     let docs = load();
     let revision = Revision {

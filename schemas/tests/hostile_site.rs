@@ -103,7 +103,9 @@ fn file_and_site_size_limits_are_problems() {
 fn document_count_limits_are_problems() {
     let node =
         |i: usize| format!("apiVersion: edgefleet.io/v1\nkind: Node\nmetadata:\n  name: n{i}\n");
-    let per_file: String = (0..101).map(|i| format!("---\n{}", node(i))).collect();
+    let per_file: String = (0..=SiteLimits::default().max_docs_per_file)
+        .map(|i| format!("---\n{}", node(i)))
+        .collect();
     one_problem(&per_file, "max_docs_per_file");
     let limits = SiteLimits {
         max_docs_per_site: 10,
@@ -439,4 +441,36 @@ proptest! {
         load_bounded(&"kind: Node\n---\n".repeat(docs))?;
         load_bounded(&format!("? {}\n: 1\n", "k".repeat(key)))?;
     }
+}
+
+/// The bounds refuse hostile files, not real fleets: a site of 10,000 nodes written in one
+/// `nodes.yaml` (with labels, as a generated inventory looks) and 20 deployments loads with
+/// the default limits.
+#[test]
+fn a_site_of_ten_thousand_nodes_in_one_file_loads_with_the_default_limits() {
+    let nodes: String = (0..10_000)
+        .map(|i| {
+            format!(
+                "---\napiVersion: edgefleet.io/v1\nkind: Node\nmetadata:\n  name: edge-node-{i:05}\n  labels:\n    role: {}\n    zone: z{}\n",
+                if i % 2 == 0 { "gateway" } else { "sensor" },
+                i % 10
+            )
+        })
+        .collect();
+    let apps: Vec<(String, String)> = (0..20)
+        .map(|d| {
+            (
+                format!("sites/s1/app{d:02}.yaml"),
+                format!(
+                    "apiVersion: edgefleet.io/v1\nkind: Deployment\nmetadata:\n  name: app{d:02}\nspec:\n  components:\n    - name: web\n      image: registry.local:5000/app{d:02}:1\n"
+                ),
+            )
+        })
+        .collect();
+    let mut files = vec![("sites/s1/nodes.yaml".to_owned(), nodes)];
+    files.extend(apps);
+    let docs = load_site("s1", files.iter().map(|(p, t)| (p.as_str(), t.as_str())))
+        .unwrap_or_else(|p| panic!("a 10,000-node site is refused: {:?}", p.first()));
+    assert_eq!(docs.nodes.len(), 10_000);
+    assert_eq!(docs.deployments.len(), 20);
 }

@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SiteLimits {
-    /// Largest YAML file, bytes (default 1 MiB).
+    /// Largest YAML file, bytes (default 2 MiB: 10,000 nodes in one file take about 1.1 MB).
     pub max_file_bytes: u64,
-    /// Largest site (all YAML files together), bytes (default 8 MiB).
+    /// Largest site (all YAML files together), bytes (default 16 MiB).
     pub max_site_bytes: u64,
     /// Most YAML files in a site (default 1,000).
     pub max_site_files: usize,
@@ -27,14 +27,14 @@ pub struct SiteLimits {
     pub max_site_entries: usize,
     /// Deepest folder nesting under the site folder (default 16).
     pub max_folder_depth: usize,
-    /// Most YAML documents in one file (default 100).
+    /// Most YAML documents in one file (default 20,000).
     pub max_docs_per_file: usize,
-    /// Most YAML documents in a site (default 5,000).
+    /// Most YAML documents in a site (default 25,000).
     pub max_docs_per_site: usize,
     /// Deepest nesting of YAML sequences and mappings (default 64).
     pub max_yaml_depth: usize,
     /// Most YAML nodes one file may produce, each alias counting what it copies
-    /// (default 100,000).
+    /// (default 500,000; a Node document is about 15).
     pub max_yaml_nodes: usize,
     /// Most bytes of scalar text one file may produce, aliases included (default 4 MiB).
     pub max_yaml_text_bytes: usize,
@@ -68,15 +68,15 @@ pub enum LimitsError {
 impl Default for SiteLimits {
     fn default() -> Self {
         SiteLimits {
-            max_file_bytes: 1024 * 1024,
-            max_site_bytes: 8 * 1024 * 1024,
+            max_file_bytes: 2 * 1024 * 1024,
+            max_site_bytes: 16 * 1024 * 1024,
             max_site_files: 1000,
             max_site_entries: 10_000,
             max_folder_depth: 16,
-            max_docs_per_file: 100,
-            max_docs_per_site: 5000,
+            max_docs_per_file: 20_000,
+            max_docs_per_site: 25_000,
             max_yaml_depth: 64,
-            max_yaml_nodes: 100_000,
+            max_yaml_nodes: 500_000,
             max_yaml_text_bytes: 4 * 1024 * 1024,
             max_desired_bytes: 252 * 1024,
             max_problems: 50,
