@@ -5,6 +5,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use lo::cli::commands::{self, config_error, PlanRequest};
 use lo::config::{self, LogFormat};
+use schemas::site::SiteLimits;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,6 +29,10 @@ enum Command {
     Run(RunArgs),
     /// Validate a site in a working tree; exit 1 with the errors.
     Validate {
+        /// The LO's configuration file (TOML): its `[limits]` apply, as in `lo run`
+        /// (`LO_LIMITS__*` in the environment too).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// Repository working tree.
         #[arg(long)]
         repo: PathBuf,
@@ -40,6 +45,10 @@ enum Command {
     },
     /// Show what would change: exit 0 no changes, 2 changes, 1 error.
     Plan {
+        /// The LO's configuration file (TOML): its `[limits]` apply, as in `lo run`
+        /// (`LO_LIMITS__*` in the environment too).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// Repository working tree.
         #[arg(long)]
         repo: PathBuf,
@@ -238,11 +247,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run(args) => return run(args).await,
         Command::Validate {
+            config,
             repo,
             site,
             site_path,
-        } => commands::validate(&repo, &site, &site_folder(&site, site_path))?,
+        } => {
+            let limits = match site_limits(config.as_deref())? {
+                Ok(l) => l,
+                Err(code) => return Ok(code),
+            };
+            commands::validate(&repo, &site, &site_folder(&site, site_path), &limits)?
+        }
         Command::Plan {
+            config,
             repo,
             site,
             site_path,
@@ -251,6 +268,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             topic_root,
             format,
         } => {
+            let limits = match site_limits(config.as_deref())? {
+                Ok(l) => l,
+                Err(code) => return Ok(code),
+            };
             let path = site_folder(&site, site_path);
             commands::plan(PlanRequest {
                 repo: &repo,
@@ -260,6 +281,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 tls_ca_file: tls_ca_file.as_deref(),
                 topic_root: &topic_root,
                 json: matches!(format, Format::Json),
+                limits: &limits,
             })
             .await?
         }
@@ -278,6 +300,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         )?,
     };
     Ok(code)
+}
+
+/// The `[limits]` for `lo validate` / `lo plan` (an unusable configuration: exit 2).
+fn site_limits(config: Option<&Path>) -> anyhow::Result<Result<SiteLimits, ExitCode>> {
+    let file = match config {
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        None => None,
+    };
+    let env: HashMap<String, String> = std::env::vars().collect();
+    Ok(commands::limits(file.as_deref(), &env).map_err(|e| config_error(&e)))
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {

@@ -193,3 +193,58 @@ fn keygen_prints_a_key_pair_the_agent_can_verify_with() {
     let (_, again, _) = lo(&["keygen"]);
     assert_ne!(out, again);
 }
+
+/// `lo validate` and `lo plan` apply the LO's `[limits]` when given its configuration (file
+/// or `LO_LIMITS__*`), so a check in CI refuses what `lo run` with that file would refuse,
+/// and accepts what it would accept.
+#[test]
+fn validate_and_plan_apply_the_configured_limits() {
+    let repo = Repo::new();
+    let nodes: String = (1..=3)
+        .map(|i| format!("---\n{}", node_doc(&format!("n{i}"), "    role: gw\n")))
+        .collect();
+    repo.commit(
+        &[
+            ("sites/s1/n.yaml", Some(&nodes)),
+            ("sites/s1/a.yaml", Some(&deployment_doc("a", "reg/a:1", ""))),
+        ],
+        "three nodes in one file",
+    );
+    let p = repo.path().to_string_lossy().into_owned();
+    let conf = repo.path().join("lo.toml");
+    std::fs::write(
+        &conf,
+        "site = \"s1\"\nrepo = \"/r\"\n[limits]\nmax_docs_per_file = 2\n",
+    )
+    .unwrap();
+    let c = conf.to_string_lossy().into_owned();
+
+    let (code, out, err) = lo(&["validate", "--repo", &p, "--site", "s1"]);
+    assert_eq!(code, 0, "defaults admit three nodes in a file: {out}{err}");
+    let (code, _, err) = lo(&["validate", "--repo", &p, "--site", "s1", "--config", &c]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("sites/s1/n.yaml") && err.contains("max_docs_per_file"),
+        "{err}"
+    );
+    let (code, _, err) = lo(&["plan", "--repo", &p, "--site", "s1", "-c", &c]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("max_docs_per_file"), "{err}");
+
+    // The environment layer, as `lo run` reads it.
+    let out = Command::new(env!("CARGO_BIN_EXE_lo"))
+        .args(["validate", "--repo", &p, "--site", "s1"])
+        .env("LO_LIMITS__MAX_DOCS_PER_FILE", "2")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+
+    // A configuration whose limits cannot work is a configuration error (exit 2).
+    std::fs::write(&conf, "[limits]\nmax_docs_per_file = 0\n").unwrap();
+    let (code, _, err) = lo(&["validate", "--repo", &p, "--site", "s1", "--config", &c]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("limits.max_docs_per_file must be positive"),
+        "{err}"
+    );
+}

@@ -5,6 +5,7 @@
 use super::{CliError, Observed};
 use crate::config::{self, ConfigError};
 use crate::preview::short;
+use schemas::site::SiteLimits;
 use schemas::DocProblem;
 use std::collections::HashMap;
 use std::path::Path;
@@ -33,9 +34,29 @@ pub fn format_problems(problems: &[DocProblem]) -> String {
         .collect()
 }
 
+/// The `[limits]` of the LO's configuration for `lo validate` and `lo plan`: the TOML
+/// `file` text, then `LO_LIMITS__*` in `env`, over the defaults — the same layers `lo run`
+/// reads, so the checks refuse what the LO would refuse. Other keys of the file are read
+/// but not needed here.
+pub fn limits(
+    file: Option<&str>,
+    env: &HashMap<String, String>,
+) -> Result<SiteLimits, ConfigError> {
+    let cfg = config::resolve(file, env, &[])?;
+    cfg.limits.validate()?;
+    Ok(cfg.limits)
+}
+
 /// `lo validate`: `<site_path>: ok (…)` and exit 0, or the problems on stderr and exit 1.
-pub fn validate(repo: &Path, site: &str, site_path: &str) -> Result<ExitCode, CliError> {
-    match super::validate(repo, site, site_path) {
+/// `limits` are the LO's `[limits]` (`lo validate --config`), so it refuses what `lo run`
+/// would refuse.
+pub fn validate(
+    repo: &Path,
+    site: &str,
+    site_path: &str,
+    limits: &SiteLimits,
+) -> Result<ExitCode, CliError> {
+    match super::validate_with(repo, site, site_path, limits) {
         Ok(docs) => {
             println!(
                 "{site_path}: ok ({} deployments, {} nodes)",
@@ -70,6 +91,8 @@ pub struct PlanRequest<'a> {
     pub topic_root: &'a str,
     /// Print JSON instead of text.
     pub json: bool,
+    /// Bounds on the site's files and documents (the LO's `[limits]`).
+    pub limits: &'a SiteLimits,
 }
 
 /// `lo plan`: prints the preview; exit 0 without changes, 2 with changes, 1 when the site
@@ -100,6 +123,7 @@ pub async fn plan(req: PlanRequest<'_>) -> Result<ExitCode, CliError> {
         req.site_path,
         &observed,
         req.broker.is_none(),
+        req.limits,
     ) {
         Ok(plan) => {
             if req.json {

@@ -143,8 +143,9 @@ pub fn plan_worktree(
     site_path: &str,
     observed: &Observed,
     assume_online: bool,
+    limits: &SiteLimits,
 ) -> Result<Plan, CliError> {
-    let docs = validate(repo, site, site_path)?;
+    let docs = validate_with(repo, site, site_path, limits)?;
     let commit = worktree_head(repo).unwrap_or_else(|| "worktree".into());
     let revision = Revision {
         commit: commit.clone(),
