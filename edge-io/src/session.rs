@@ -10,8 +10,19 @@
 //! agent takes one per established session, persisted at CONNACK ([`EpochFile`]).
 
 use crate::fs::{write_atomic, WriteError};
+use schemas::bounds::MAX_EPOCH;
 use schemas::wire::{Presence, PresenceSchema};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
+
+/// Most bytes read from an epoch file (a `u64` and a newline need 21).
+const MAX_EPOCH_FILE_BYTES: u64 = 64;
+
+/// The epoch after `epoch`, never above [`MAX_EPOCH`] (a reader refuses a higher one, which
+/// would leave the client offline for good); at the top it stays at the top.
+pub fn next_epoch(epoch: u64) -> u64 {
+    epoch.saturating_add(1).min(MAX_EPOCH)
+}
 
 /// The presence report of a session.
 pub fn presence(online: bool, epoch: u64, version: &str) -> Presence {
@@ -45,11 +56,15 @@ impl EpochFile {
     }
 
     /// The stored epoch: 0 when the file is missing or unreadable or does not hold one
-    /// number (surrounding whitespace allowed) that fits in a `u64`.
+    /// number (surrounding whitespace allowed) of at most [`MAX_EPOCH`]. At most
+    /// 64 bytes are read.
     pub fn load(&self) -> u64 {
-        std::fs::read_to_string(&self.0)
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
+        let mut text = String::new();
+        let read = std::fs::File::open(&self.0)
+            .and_then(|f| f.take(MAX_EPOCH_FILE_BYTES).read_to_string(&mut text));
+        read.ok()
+            .and_then(|_| text.trim().parse::<u64>().ok())
+            .filter(|e| *e <= MAX_EPOCH)
             .unwrap_or(0)
     }
 
@@ -72,7 +87,7 @@ impl EpochCounter {
     pub fn open(file: Option<EpochFile>, floor: u64) -> Self {
         let stored = file.as_ref().map_or(0, EpochFile::load);
         EpochCounter {
-            last: floor.max(stored),
+            last: floor.max(stored).min(MAX_EPOCH),
             file,
         }
     }
@@ -85,7 +100,7 @@ impl EpochCounter {
     /// Increments the counter and persists it (fsynced) before returning it. A failed write
     /// is returned with the new epoch: the caller may still use it.
     pub fn advance(&mut self) -> (u64, Result<(), WriteError>) {
-        self.last = self.last.saturating_add(1);
+        self.last = next_epoch(self.last);
         let written = match &self.file {
             Some(f) => f.save(self.last),
             None => Ok(()),
@@ -108,7 +123,7 @@ impl EpochCounter {
                 (r.0, r.1.map_err(|e| e.to_string()))
             }
             Err(e) => {
-                self.last = self.last.saturating_add(1);
+                self.last = next_epoch(self.last);
                 (self.last, Err(e.to_string()))
             }
         };
@@ -156,18 +171,24 @@ mod tests {
             ("abc", 0),
             ("7 8", 0),
             ("18446744073709551616", 0),
-            ("18446744073709551615", u64::MAX),
+            ("18446744073709551615", 0),
+            ("9007199254740992", 0),
+            ("9007199254740991", MAX_EPOCH),
         ] {
             std::fs::write(file.path(), content).expect("write");
             assert_eq!(file.load(), expected, "{content:?}");
         }
         std::fs::write(file.path(), [0xff, 0xfe, b'1']).expect("write");
         assert_eq!(file.load(), 0, "not UTF-8");
-        // At the top the counter stays at the top rather than wrapping to a stale epoch.
-        file.save(u64::MAX).expect("save");
-        let mut c = EpochCounter::open(Some(file.clone()), 0);
-        assert_eq!(c.advance().0, u64::MAX);
-        assert_eq!(file.load(), u64::MAX);
+        // A file of a megabyte of digits is not read whole, and is no epoch.
+        std::fs::write(file.path(), "1".repeat(1 << 20)).expect("write");
+        assert_eq!(file.load(), 0, "oversized");
+        // At the top the counter stays at the top: never above what readers accept, never
+        // wrapping to a stale epoch.
+        file.save(MAX_EPOCH).expect("save");
+        let mut c = EpochCounter::open(Some(file.clone()), u64::MAX);
+        assert_eq!(c.advance().0, MAX_EPOCH);
+        assert_eq!(file.load(), MAX_EPOCH);
     }
 
     #[test]

@@ -143,9 +143,7 @@ impl Session {
         }
         Transport::for_broker(&broker, config.tls_ca_file.as_deref())?.apply(&mut opts);
         // The first session uses the stored epoch + 1; it is persisted at CONNACK.
-        let epoch = EpochFile::new(state_dir.join(EPOCH_FILE))
-            .load()
-            .saturating_add(1);
+        let epoch = session::next_epoch(EpochFile::new(state_dir.join(EPOCH_FILE)).load());
         let encoder = Arc::new(ReportEncoder::new(report_key));
         let online_topic = topics.node(&config.site, &config.node, NodeChannel::Online);
         // The Will is signed now, at CONNECT time, with the sequence number it gets now.
@@ -302,7 +300,7 @@ async fn poll_loop(mut eventloop: rumqttc::EventLoop, ctx: PollCtx) {
                 ctx.session_tx.send_replace((sessions, 0));
                 if connected_once_with_epoch {
                     // A new session gets a new epoch, so a late Will of the old one is stale.
-                    epoch = epoch.saturating_add(1);
+                    epoch = session::next_epoch(epoch);
                     connected_once_with_epoch = false;
                     eventloop.mqtt_options.set_last_will(last_will(
                         ctx.online_topic.clone(),
