@@ -68,6 +68,8 @@ fn converged_status(site: &str, node: &str, nd: &NodeDesired) -> NodeStatus {
                         repo_digest: None,
                         attempts: 0,
                         error: None,
+                        retrying: false,
+                        next_attempt_at: None,
                     })
                     .collect(),
             })

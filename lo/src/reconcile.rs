@@ -59,7 +59,7 @@ pub struct CommitInput<'a> {
 #[derive(Debug, Clone)]
 pub enum CommitCheck {
     /// Served: its documents.
-    Serve(SiteDocs),
+    Serve(Box<SiteDocs>),
     /// Rejected; the last good revision stays.
     Reject {
         /// Why, in one line.
@@ -126,7 +126,7 @@ pub fn check_commit(input: &CommitInput<'_>) -> CommitCheck {
             return CommitCheck::Hold(reason);
         }
     }
-    CommitCheck::Serve(docs)
+    CommitCheck::Serve(Box::new(docs))
 }
 
 /// Everything one reconcile reads.

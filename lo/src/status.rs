@@ -147,6 +147,7 @@ pub fn site_status(input: &StatusInput<'_>) -> (SiteStatus, i64, i64) {
                 nodes: targeted,
                 counts,
                 rolled_back,
+                rollout: None,
             });
         }
     }

@@ -47,6 +47,8 @@ fn running(c: &Component) -> ComponentStatus {
         repo_digest: None,
         attempts: 0,
         error: None,
+        retrying: false,
+        next_attempt_at: None,
     }
 }
 

@@ -14,6 +14,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("heartbeat.schema.json", schema_for!(crate::Heartbeat)),
         ("presence.schema.json", schema_for!(crate::Presence)),
         ("site-status.schema.json", schema_for!(crate::SiteStatus)),
+        ("lo-event.schema.json", schema_for!(crate::LoEvent)),
     ];
     #[cfg(feature = "site")]
     v.extend([

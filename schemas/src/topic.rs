@@ -96,6 +96,8 @@ pub enum LoChannel {
     Status,
     /// LO presence, retained, also its Last Will.
     Online,
+    /// Rollout events ([`crate::LoEvent`]), QoS 1, not retained.
+    Events,
 }
 
 impl LoChannel {
@@ -104,14 +106,16 @@ impl LoChannel {
         match self {
             LoChannel::Status => "status",
             LoChannel::Online => "online",
+            LoChannel::Events => "events",
         }
     }
 
-    /// How the LO publishes on this channel: QoS 1, retained (both hold a state).
+    /// How the LO publishes on this channel: QoS 1; status and presence retained (they
+    /// hold a state), events not (each is news once).
     pub const fn publish(self) -> Delivery {
         Delivery {
             qos: Qos::AtLeastOnce,
-            retain: true,
+            retain: !matches!(self, LoChannel::Events),
         }
     }
 }
@@ -315,6 +319,7 @@ impl Topics {
                 let channel = match *channel {
                     "status" => LoChannel::Status,
                     "online" => LoChannel::Online,
+                    "events" => LoChannel::Events,
                     _ => return Err(shape()),
                 };
                 name(site)?;
@@ -377,7 +382,7 @@ mod tests {
                 );
                 assert_eq!(t.build(&parsed), s);
             }
-            for channel in [LoChannel::Status, LoChannel::Online] {
+            for channel in [LoChannel::Status, LoChannel::Online, LoChannel::Events] {
                 let s = t.lo("site-a", channel);
                 let parsed = t.parse(&s).expect("parse");
                 assert_eq!(t.build(&parsed), s);

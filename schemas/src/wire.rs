@@ -278,6 +278,14 @@ pub struct ComponentStatus {
     /// Last error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
+    /// `failed` for a transient cause (registry or network unreachable, engine restarting,
+    /// a timeout) that the agent keeps retrying with capped backoff: the failure may heal
+    /// by itself. Absent (false) for a permanent failure, which waits for Git to change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retrying: bool,
+    /// When the agent tries again (RFC 3339), while `retrying`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -612,6 +620,174 @@ pub struct DeploymentSummary {
     /// Nodes it was rolled back on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rolled_back: Vec<String>,
+    /// Its rollout: where the newest revision of the deployment stands on the site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<DeploymentRollout>,
+}
+
+/// Where a deployment's rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum RolloutPhase {
+    /// Waves are being handed the candidate.
+    Progressing,
+    /// `rollout.paused: true` in Git: no further node is handed the candidate.
+    Paused,
+    /// Too many failures (`onHalt: pause`, or nothing to roll back to): nodes stay where
+    /// they are until a new commit.
+    Halted,
+    /// Too many failures (`onHalt: rollback`): every node that received the candidate was
+    /// handed the promoted revision again.
+    RolledBack,
+    /// Every wave passed: the candidate is the promoted revision.
+    Complete,
+}
+
+impl RolloutPhase {
+    /// The camelCase wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutPhase::Progressing => "progressing",
+            RolloutPhase::Paused => "paused",
+            RolloutPhase::Halted => "halted",
+            RolloutPhase::RolledBack => "rolledBack",
+            RolloutPhase::Complete => "complete",
+        }
+    }
+}
+
+/// One version of a deployment: the commit it was served at and its spec hash.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct VersionRef {
+    /// Commit.
+    pub commit: String,
+    /// Spec hash (`sha256:…`, without the commit).
+    pub spec_hash: String,
+}
+
+/// Progress of one wave of a rollout.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WaveStatus {
+    /// Nodes of the deployment this wave brings the candidate to (its own, not cumulative).
+    pub nodes: u32,
+    /// Nodes that passed the health gate.
+    pub passed: u32,
+    /// Nodes that failed (failed, crash loop, or gate not reached within `waveTimeout`).
+    pub failed: u32,
+    /// Online nodes handed the candidate or waiting for it, not yet passed or failed.
+    pub pending: u32,
+    /// Nodes of the wave that are offline (they get the candidate when back, if the
+    /// rollout still allows it, else the promoted revision).
+    pub offline: u32,
+}
+
+/// Why a rollout halted: the first failure that crossed the threshold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct HaltReason {
+    /// The node.
+    pub node: String,
+    /// The component, when one is to blame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    /// An [`error_code`], or `wave_timeout`.
+    pub code: String,
+    /// What happened, bounded.
+    pub message: String,
+}
+
+/// A deployment's rollout (`Site.spec.rollout` / `Deployment.spec.rollout`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentRollout {
+    /// Phase.
+    pub phase: RolloutPhase,
+    /// Current wave, 1-based (the last one once complete).
+    pub wave: u32,
+    /// Every wave, in order.
+    pub waves: Vec<WaveStatus>,
+    /// The last version that passed on the site (what a rollback hands back), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted: Option<VersionRef>,
+    /// The version being rolled out, while it is not promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<VersionRef>,
+    /// Nodes handed the candidate so far.
+    pub received: u32,
+    /// Why it halted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halt_reason: Option<HaltReason>,
+    /// When the current wave started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave_started_at: Option<String>,
+}
+
+/// What happened to a rollout, on `<root>/<site>/lo/events` (QoS 1, not retained).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum RolloutEventKind {
+    /// A new candidate started at wave 1.
+    Started,
+    /// A wave passed; the next one starts.
+    WavePassed,
+    /// The failure threshold was crossed and nothing is rolled back.
+    Halted,
+    /// The failure threshold was crossed and the candidate's nodes were handed the
+    /// promoted revision.
+    RolledBack,
+    /// Every wave passed: the candidate is promoted.
+    Complete,
+}
+
+impl RolloutEventKind {
+    /// The camelCase wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutEventKind::Started => "started",
+            RolloutEventKind::WavePassed => "wavePassed",
+            RolloutEventKind::Halted => "halted",
+            RolloutEventKind::RolledBack => "rolledBack",
+            RolloutEventKind::Complete => "complete",
+        }
+    }
+}
+
+schema_tag!(
+    /// `schema` of [`LoEvent`].
+    LoEventSchema = "fleet.lo-event/v1"
+);
+
+/// `<root>/<site>/lo/events`: a rollout event. QoS 1, not retained, from the LO.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct LoEvent {
+    /// `fleet.lo-event/v1`.
+    pub schema: LoEventSchema,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Deployment.
+    pub deployment: String,
+    /// What happened.
+    pub kind: RolloutEventKind,
+    /// The wave concerned, 1-based.
+    pub wave: u32,
+    /// The candidate.
+    pub candidate: VersionRef,
+    /// The promoted version, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted: Option<VersionRef>,
+    /// Why it halted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halt_reason: Option<HaltReason>,
 }
 
 /// `<root>/<site>/lo/status`: the site summary. Retained, QoS 1, from the LO.

@@ -319,7 +319,7 @@ impl Engine {
             restored,
         });
         let docs = match check {
-            CommitCheck::Serve(docs) => docs,
+            CommitCheck::Serve(docs) => *docs,
             CommitCheck::Reject { message, problems } => {
                 return self.reject(&commit.id, message, problems);
             }

@@ -268,6 +268,8 @@ fn observed_component(rng: &mut Rng, like: Option<&Component>) -> ComponentStatu
         repo_digest: None,
         attempts: 0,
         error: (rng.below(2) == 0).then(|| ErrorInfo::new("pull_failed", "no such image")),
+        retrying: false,
+        next_attempt_at: None,
     }
 }
 

@@ -288,6 +288,8 @@ pub fn status_for(doc: &DesiredState, failed: Option<&str>) -> NodeStatus {
                         repo_digest: None,
                         attempts: 0,
                         error: None,
+                        retrying: false,
+                        next_attempt_at: None,
                     })
                     .collect(),
             }

@@ -4,6 +4,7 @@
 use super::component::{resolve_component, ComponentSpec};
 use super::context::Ctx;
 use super::parse::parse_duration;
+use super::rollout::{resolve_rollout, RolloutSpec};
 use super::security::SecuritySpec;
 use super::{Deployment, PolicySpec, ResolvedDeployment, Targets};
 use crate::component::Component;
@@ -71,6 +72,7 @@ pub(super) fn resolve_deployment(
     ctx: &Ctx<'_>,
     d: &Deployment,
     site_policy: &PolicySpec,
+    site_rollout: Option<&RolloutSpec>,
     security: &SecuritySpec,
     problems: &mut Vec<DocProblem>,
 ) -> Option<ResolvedDeployment> {
@@ -110,6 +112,13 @@ pub(super) fn resolve_deployment(
         "spec.policy",
         spec.policy.as_ref().unwrap_or(&PolicySpec::default()),
         &[site_policy],
+        problems,
+    );
+    let rollout = resolve_rollout(
+        ctx,
+        "spec.rollout",
+        spec.rollout.as_ref(),
+        site_rollout,
         problems,
     );
     if spec.components.is_empty() {
@@ -166,6 +175,7 @@ pub(super) fn resolve_deployment(
         file: ctx.file.to_owned(),
         targets,
         policy,
+        rollout,
         components: components.into_iter().map(Component::with_hash).collect(),
     })
 }

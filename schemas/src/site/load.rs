@@ -3,6 +3,7 @@
 
 use super::context::Ctx;
 use super::deployment::{resolve_deployment, resolve_policy};
+use super::rollout::resolve_rollout;
 use super::security::{check_security_spec, public_key_ok};
 use super::yaml;
 use super::{Deployment, Node, NodeEntry, Site, SiteDocs, Targets};
@@ -347,6 +348,15 @@ where
                             if let Some(policy) = &s.spec.policy {
                                 resolve_policy(&ctx, "spec.policy", policy, &[], &mut problems);
                             }
+                            if let Some(rollout) = &s.spec.rollout {
+                                resolve_rollout(
+                                    &ctx,
+                                    "spec.rollout",
+                                    Some(rollout),
+                                    None,
+                                    &mut problems,
+                                );
+                            }
                             if let Some(sec) = &s.spec.security {
                                 check_security_spec(&ctx, sec, &mut problems);
                             }
@@ -371,8 +381,14 @@ where
     let auto_enroll = site_spec.enrollment.as_ref().is_some_and(|e| e.auto);
     let security = site_spec.security.clone().unwrap_or_default();
     for (d, ctx) in &deployment_files {
-        let Some(resolved) = resolve_deployment(ctx, d, &site_policy, &security, &mut problems)
-        else {
+        let Some(resolved) = resolve_deployment(
+            ctx,
+            d,
+            &site_policy,
+            site_spec.rollout.as_ref(),
+            &security,
+            &mut problems,
+        ) else {
             continue;
         };
         if let Targets::Nodes(nodes) = &resolved.targets {

@@ -26,6 +26,7 @@ mod context;
 mod deployment;
 mod load;
 mod parse;
+mod rollout;
 mod security;
 mod yaml;
 
@@ -36,6 +37,10 @@ pub use load::{
 pub use parse::{
     parse_duration, validate_image_reference, DurationError, ImageRefError, PortLong, PortSpec,
     Scalar, VolumeLong, VolumeSpec,
+};
+pub use rollout::{
+    Amount, AmountSpec, OnHalt, RolloutSpec, RolloutStrategy, Wave, WaveSpec,
+    DEFAULT_WAVE_TIMEOUT_MS, MAX_ROLLOUT_MS, MAX_WAVES,
 };
 pub use security::{host_path_components, SecuritySpec};
 
@@ -123,6 +128,9 @@ pub struct DeploymentSpec {
     /// Failure policy; unset fields come from the Site, then the defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicySpec>,
+    /// Rollout strategy; unset fields come from the Site's `rollout`, then the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutSpec>,
     /// The containers.
     pub components: Vec<ComponentSpec>,
 }
@@ -198,7 +206,8 @@ pub struct SiteSpec {
     /// Default failure policy of every deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicySpec>,
-    /// Rollout pacing.
+    /// How a new revision of a deployment reaches the site's nodes: waves, health gate,
+    /// failure threshold, halt (a Deployment's own `rollout` wins field by field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutSpec>,
     /// Enrolment of nodes that announce themselves.
@@ -214,17 +223,6 @@ pub struct SiteSpec {
     /// What workloads may do and what the LO accepts from nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<SecuritySpec>,
-}
-
-/// Rollout pacing.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RolloutSpec {
-    /// At most this many nodes apply a new revision at once; the next ones follow as
-    /// they converge (default: all at once).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_parallel: Option<u32>,
 }
 
 /// Enrolment.
@@ -273,6 +271,8 @@ pub struct ResolvedDeployment {
     pub targets: Targets,
     /// Resolved failure policy.
     pub policy: FailurePolicy,
+    /// Resolved rollout strategy (the LO's alone: not in the spec hash, never sent).
+    pub rollout: RolloutStrategy,
     /// Resolved components, in written order.
     pub components: Vec<Component>,
 }
