@@ -57,6 +57,10 @@ pub struct Metrics {
     pub generations_ignored: Counter,
     /// Messages from unknown nodes beyond the number tracked.
     pub unknown_nodes_untracked: Counter,
+    /// Rollout events by kind (`started`, `wavePassed`, `halted`, `rolledBack`, `complete`).
+    pub rollout_events: Family<KindLabel, Counter>,
+    /// Deployments by rollout phase.
+    pub rollouts: Family<KindLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -91,6 +95,8 @@ impl Metrics {
             desired_reasserted: Counter::default(),
             generations_ignored: Counter::default(),
             unknown_nodes_untracked: Counter::default(),
+            rollout_events: Family::default(),
+            rollouts: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -131,6 +137,16 @@ impl Metrics {
             m.held_commits.clone(),
         );
         registry.register("served_commits", "Commits served", m.served_commits.clone());
+        registry.register(
+            "rollout_events",
+            "Rollout events by kind",
+            m.rollout_events.clone(),
+        );
+        registry.register(
+            "rollouts",
+            "Deployments by rollout phase",
+            m.rollouts.clone(),
+        );
         registry.register(
             "source_errors",
             "Git fetch or read errors",

@@ -4,9 +4,10 @@
 //!
 //! - [`check_commit`]: a new commit's site files → serve, reject (missing folder, invalid
 //!   or oversized documents) or hold (deletion guard).
-//! - [`reconcile`]: served revision + observed fleet + persisted records → what each node is
-//!   handed now (rendered, rollback overrides applied, paced by `maxParallel`), the records
-//!   of the nodes that get a new generation, and the rollout summary. Level-triggered: it
+//! - [`reconcile`]: served revision + observed fleet + persisted records + rollouts → each
+//!   deployment's rollout stepped ([`rollout::step`]), what each node is handed now
+//!   (rendered, rollback overrides applied, the promoted version where a rollout has not
+//!   reached it), the records of the nodes that get a new generation, and the rollout views. Level-triggered: it
 //!   re-derives everything from its inputs, never from why it ran.
 //! - [`decided`]: the rollback policy's decisions on one status report → the bookkeeping
 //!   changes, the audit records and metric labels, and whether to re-render.
@@ -16,12 +17,13 @@ use crate::audit::AuditEntry;
 use crate::observe::Fleet;
 use crate::policy::{self, Decision, GuardFlags, RollbackMark};
 use crate::render::{self, Dep, Inventory, NodeDesired, PublishedRecord, RollbackOverride};
-use crate::rollout::{self, PaceNode, RolloutSummary};
+use crate::rollout::{self, Choice, Happened, NodeIn, Rollout, RolloutSummary, StepIn};
 use crate::source::{missing_site_problem, SiteFiles};
 use crate::store::Bookkeeping;
 use schemas::site::{SiteDocs, SiteLimits};
-use schemas::{DocProblem, Revision};
-use std::collections::{BTreeMap, BTreeSet};
+use schemas::{DeploymentRollout, DocProblem, Revision};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// The nodes that announced themselves (a presence or a status), in name order.
 fn announced(fleet: &Fleet) -> impl Iterator<Item = &str> {
@@ -141,7 +143,7 @@ pub struct ReconcileInput<'a> {
     /// Monotonic now (ms), for presence timeouts.
     pub mono_ms: u64,
     /// Presence read back after the first CONNACK is complete: before, a node not seen
-    /// online may just not have been heard from yet (it still counts as in flight).
+    /// online may just not have been heard from yet (no new node is handed a candidate).
     pub settled: bool,
     /// The persisted record of the document last published per node.
     pub records: &'a BTreeMap<String, PublishedRecord>,
@@ -151,7 +153,10 @@ pub struct ReconcileInput<'a> {
     pub handed: &'a BTreeMap<String, NodeDesired>,
     /// Rollbacks in force, node → deployment → mark.
     pub rollbacks: &'a BTreeMap<String, BTreeMap<String, RollbackMark>>,
-    /// Wall-clock now, ms since the Unix epoch (`published_ms` of new records).
+    /// Each deployment's rollout as it stands.
+    pub rollouts: &'a BTreeMap<String, Rollout>,
+    /// Wall-clock now, ms since the Unix epoch (`published_ms` of new records, rollout
+    /// clocks).
     pub now_ms: u64,
     /// `issuedAt` of new documents (RFC 3339).
     pub issued_at: &'a str,
@@ -165,16 +170,20 @@ pub struct Reconciled {
     /// What each node should run at the served revision (nodes that left the site: an
     /// empty document).
     pub target: BTreeMap<String, NodeDesired>,
-    /// What each node is handed now: its target, or its previous document while pacing
-    /// holds it back.
+    /// What each node is handed now: its target, with the promoted version of a deployment
+    /// instead of the candidate where the rollout has not reached it (or rolled it back).
     pub handed: BTreeMap<String, NodeDesired>,
     /// The new records of the nodes whose handed content needs a new generation (persist
     /// them before publishing: a generation that went out is never reused).
     pub records: BTreeMap<String, PublishedRecord>,
-    /// Rollout pacing state, when the Site sets `maxParallel`.
+    /// Each served deployment's rollout after this reconcile (persist with the records).
+    pub rollouts: BTreeMap<String, Rollout>,
+    /// What happened to rollouts: (deployment, event), in order.
+    pub happened: Vec<(String, Happened)>,
+    /// The `rollout` object of each deployment for the site status.
+    pub views: BTreeMap<String, DeploymentRollout>,
+    /// Site-wide pacing summary, when the Site sets `maxParallel`.
     pub rollout: Option<RolloutSummary>,
-    /// Pending nodes granted their new document by this reconcile.
-    pub granted: usize,
 }
 
 /// The rollback overrides in force, node → deployment → override.
@@ -192,78 +201,115 @@ fn overrides(
         .collect()
 }
 
-/// Renders every node, paces the changes, and assigns generations. See [`ReconcileInput`]
-/// and [`Reconciled`].
+/// The version of `name` most nodes were last handed: the promoted version of a deployment
+/// the LO has no rollout record of (state written by an older LO).
+fn most_handed<'a>(handed: &'a BTreeMap<String, NodeDesired>, name: &str) -> Option<&'a Dep> {
+    let mut count: HashMap<&str, (usize, &Dep)> = HashMap::new();
+    for nd in handed.values() {
+        if let Some(d) = nd.get(name) {
+            count.entry(&d.spec_hash).or_insert((0, d)).0 += 1;
+        }
+    }
+    count
+        .into_values()
+        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.spec_hash.cmp(&a.1.spec_hash)))
+        .map(|(_, d)| d)
+}
+
+/// Renders every node, steps every deployment's rollout, hands each node the versions its
+/// rollouts allow, and assigns generations. See [`ReconcileInput`] and [`Reconciled`].
 pub fn reconcile(input: &ReconcileInput<'_>) -> Reconciled {
     let fleet = input.fleet;
     let inventory = render::inventory(input.docs, announced(fleet));
-    let mut rendered = render::render(
+    let mut target = render::render(
         input.docs,
         input.revision,
         &inventory,
         &overrides(input.rollbacks),
     );
+    // Each served deployment's rollout, stepped on what its nodes report at their current
+    // generation.
+    let served = render::site_deployments(input.docs, &input.revision.commit);
+    let mut rollouts = BTreeMap::new();
+    let mut happened = Vec::new();
+    let mut views = BTreeMap::new();
+    let mut targeted: BTreeMap<&str, Vec<NodeIn<'_>>> = BTreeMap::new();
+    for (name, (dep, resolved)) in &served {
+        let order = rollout::order(
+            inventory
+                .nodes
+                .iter()
+                .filter(|(n, l)| resolved.targets.matches(n, l))
+                .map(|(n, l)| (n.as_str(), l)),
+        );
+        let nodes: Vec<NodeIn<'_>> = order
+            .into_iter()
+            .map(|node| {
+                let generation = input.records.get(node).map(|r| r.generation);
+                let report = fleet
+                    .get(node)
+                    .and_then(|o| o.status.as_ref())
+                    .filter(|s| Some(s.observed_generation) == generation)
+                    .and_then(|s| s.deployments.iter().find(|d| &d.name == name));
+                NodeIn {
+                    name: node,
+                    online: fleet.online(node, input.mono_ms),
+                    report,
+                }
+            })
+            .collect();
+        let prev = input.rollouts.get(name);
+        let (next, events) = rollout::step(
+            prev,
+            &StepIn {
+                served: dep,
+                strategy: &resolved.rollout,
+                nodes: &nodes,
+                now_ms: input.now_ms,
+                settled: input.settled,
+                // Without a record: the version most nodes were handed (state of an older
+                // LO); for an LO that never handed anything (first start, lost state) the
+                // served version, as the deletion guard trusts the first revision.
+                fallback_promoted: match prev {
+                    Some(_) => None,
+                    None if input.records.is_empty() => Some(dep),
+                    None => most_handed(input.handed, name),
+                },
+            },
+        );
+        happened.extend(events.into_iter().map(|e| (name.clone(), e)));
+        views.insert(
+            name.clone(),
+            rollout::status(&next, &resolved.rollout, &nodes),
+        );
+        rollouts.insert(name.clone(), next);
+        targeted.insert(name.as_str(), nodes);
+    }
     // Nodes published before and no longer in the site get an explicit empty document.
     for node in input.records.keys() {
-        if !rendered.contains_key(node) {
+        if !target.contains_key(node) {
             let doc = match input.handed.get(node) {
                 Some(d) if d.deployments.is_empty() => d.clone(),
                 _ => NodeDesired::empty(input.revision.clone()),
             };
-            rendered.insert(node.clone(), doc);
+            target.insert(node.clone(), doc);
         }
     }
-    // Rollout pacing: which nodes whose run changes get their new document now.
-    let max_parallel = input
-        .docs
-        .spec()
-        .rollout
-        .as_ref()
-        .and_then(|r| r.max_parallel);
-    let mut pace_in = BTreeMap::new();
-    for node in inventory.nodes.keys() {
-        let Some(t) = rendered.get(node) else {
-            continue;
-        };
-        let rec = input.records.get(node);
-        let status = fleet.get(node).and_then(|o| o.status.as_ref());
-        let online = fleet.online(node, input.mono_ms);
-        let pending = match (rec, input.handed.get(node)) {
-            (Some(_), Some(p)) => {
-                p.revision.commit != t.revision.commit && p.run_hash() != t.run_hash()
+    let (mut handed, held) = choose(&target, &rollouts);
+    // A node a rollout holds back keeps the document it has while what it runs is the
+    // same (only the revision moved on): no new generation, nothing on the link.
+    for node in &held {
+        if let (Some(prev), Some(next)) = (input.handed.get(node), handed.get_mut(node)) {
+            if input.records.contains_key(node) && prev.run_hash() == next.run_hash() {
+                *next = prev.clone();
             }
-            _ => false,
-        };
-        let in_flight = rec.is_some_and(|r| {
-            rollout::in_flight(r.rollout, r.generation, status, online || !input.settled)
-        });
-        pace_in.insert(
-            node.clone(),
-            PaceNode {
-                pending,
-                in_flight,
-                online,
-            },
-        );
+        }
     }
-    let pacing = rollout::pace(max_parallel, &pace_in);
     let mut records = BTreeMap::new();
-    let mut handed = BTreeMap::new();
-    for (node, t) in &rendered {
-        let prev = input.records.get(node);
-        let waiting = pacing.waiting.contains(node);
-        let content = match input.handed.get(node) {
-            Some(p) if waiting => p.clone(),
-            _ => t.clone(),
-        };
-        let step = !waiting && pace_in.get(node).is_some_and(|p| p.pending);
+    for (node, content) in &handed {
         let hash = content.content_hash();
         let floor = input.floors.get(node).copied().unwrap_or(0);
-        if let Some(generation) = render::next_generation(prev, &hash, floor) {
-            // A node still applying a rollout step stays in flight with its next document.
-            let status = fleet.get(node).and_then(|o| o.status.as_ref());
-            let carry =
-                prev.is_some_and(|r| rollout::in_flight(r.rollout, r.generation, status, true));
+        if let Some(generation) = render::next_generation(input.records.get(node), &hash, floor) {
             records.insert(
                 node.clone(),
                 PublishedRecord {
@@ -271,25 +317,110 @@ pub fn reconcile(input: &ReconcileInput<'_>) -> Reconciled {
                     content_hash: hash,
                     issued_at: input.issued_at.to_owned(),
                     published_ms: input.now_ms,
-                    rollout: step || carry,
                 },
             );
         }
-        handed.insert(node.clone(), content);
     }
-    let rollout = max_parallel.map(|m| RolloutSummary {
-        max_parallel: m,
-        in_flight: pacing.in_flight.iter().cloned().collect(),
-        waiting: pacing.waiting.iter().cloned().collect(),
-    });
+    let rollout = input
+        .docs
+        .spec()
+        .rollout
+        .as_ref()
+        .and_then(|r| r.max_parallel)
+        .map(|m| {
+            rollout::site_summary(
+                m,
+                input.settled,
+                rollouts
+                    .iter()
+                    .filter_map(|(name, r)| targeted.get(name.as_str()).map(|n| (r, n.as_slice()))),
+            )
+        });
     Reconciled {
         inventory,
-        target: rendered,
+        target,
         handed,
         records,
+        rollouts,
+        happened,
+        views,
         rollout,
-        granted: pacing.granted.len(),
     }
+}
+
+/// A handed list: the target's list (by its shared allocation) and, per deployment, the
+/// version chosen instead (`None`: the served one; `""`: left out).
+type ListKey = (*const Dep, Vec<Option<String>>);
+
+/// Each node's target with its rollouts applied: a deployment whose rollout has not reached
+/// the node (or rolled it back) is replaced by its promoted version, or left out when there
+/// is none. Nodes that end with the same list share it. Also returns the nodes held back.
+fn choose(
+    target: &BTreeMap<String, NodeDesired>,
+    rollouts: &BTreeMap<String, Rollout>,
+) -> (BTreeMap<String, NodeDesired>, BTreeSet<String>) {
+    let active: BTreeMap<&str, &Rollout> = rollouts
+        .iter()
+        .filter(|(_, r)| r.candidate.is_some())
+        .map(|(n, r)| (n.as_str(), r))
+        .collect();
+    let mut held = BTreeSet::new();
+    if active.is_empty() {
+        return (target.clone(), held);
+    }
+    // (list of the target, the versions chosen) → the list handed.
+    let mut shared: HashMap<ListKey, Arc<[Dep]>> = HashMap::new();
+    let handed = target
+        .iter()
+        .map(|(node, nd)| {
+            let picks: Vec<Choice<'_>> = nd
+                .deployments
+                .iter()
+                .map(|d| {
+                    active
+                        .get(d.name())
+                        .map_or(Choice::Served, |r| r.choice(node))
+                })
+                .collect();
+            if picks.iter().all(|c| *c == Choice::Served) {
+                return (node.clone(), nd.clone());
+            }
+            held.insert(node.clone());
+            let key = (
+                nd.deployments.as_ptr(),
+                picks
+                    .iter()
+                    .map(|c| match c {
+                        Choice::Served => None,
+                        Choice::Promoted(p) => Some(p.hash.clone()),
+                        Choice::Omit => Some(String::new()),
+                    })
+                    .collect(),
+            );
+            let list = shared
+                .entry(key)
+                .or_insert_with(|| {
+                    nd.deployments
+                        .iter()
+                        .zip(&picks)
+                        .filter_map(|(d, c)| match c {
+                            Choice::Served => Some(d.clone()),
+                            Choice::Promoted(p) => Some((*p).clone()),
+                            Choice::Omit => None,
+                        })
+                        .collect()
+                })
+                .clone();
+            (
+                node.clone(),
+                NodeDesired {
+                    revision: nd.revision.clone(),
+                    deployments: list,
+                },
+            )
+        })
+        .collect();
+    (handed, held)
 }
 
 /// A change to the rollback bookkeeping of one node.

@@ -353,11 +353,6 @@ pub struct PublishedRecord {
     pub issued_at: String,
     /// When it was first published, ms since the Unix epoch.
     pub published_ms: u64,
-    /// This document is a rollout step: it changed what the node runs for a new revision
-    /// (or continues one not finished yet). Such a node is in flight until it reports
-    /// converged or failed at `generation` (see [`crate::rollout`]).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub rollout: bool,
 }
 
 /// The generation to publish `content_hash` under: `None` when the node already has it
@@ -390,7 +385,6 @@ mod tests {
             content_hash: "h".into(),
             issued_at: String::new(),
             published_ms: 0,
-            rollout: false,
         };
         assert_eq!(next_generation(None, "h", 0), Some(1));
         assert_eq!(next_generation(Some(&rec(4)), "h", 0), None);
@@ -466,7 +460,6 @@ mod tests {
             content_hash: ha.clone(),
             issued_at: String::new(),
             published_ms: 0,
-            rollout: false,
         };
         assert_eq!(next_generation(Some(&rec), &ha, 0), None);
         assert_eq!(next_generation(Some(&rec), &ha, 4), None);

@@ -74,6 +74,8 @@ pub struct StatusInput<'a> {
     pub desired: &'a BTreeMap<String, NodeDesired>,
     /// Rollbacks in force, node → deployment → mark.
     pub rollbacks: &'a BTreeMap<String, BTreeMap<String, RollbackMark>>,
+    /// The `rollout` object of each deployment.
+    pub rollouts: &'a BTreeMap<String, schemas::DeploymentRollout>,
     /// node → (generation, ms from publish to converged).
     pub converged: &'a BTreeMap<String, (u64, u64)>,
     /// Messages of undeclared nodes beyond the tracking bound.
@@ -147,7 +149,7 @@ pub fn site_status(input: &StatusInput<'_>) -> (SiteStatus, i64, i64) {
                 nodes: targeted,
                 counts,
                 rolled_back,
-                rollout: None,
+                rollout: input.rollouts.get(name).cloned(),
             });
         }
     }

@@ -10,7 +10,9 @@
 
 use crate::policy::RollbackMark;
 use crate::render::{Dep, NodeDesired, PublishedRecord, RollbackOverride};
+use crate::rollout::{Rollout, Track};
 use schemas::{DesiredDeployment, Revision};
+use schemas::{HaltReason, RolloutPhase, WaveStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -98,6 +100,38 @@ pub struct StoreData {
     pub contents: BTreeMap<String, StoredContent>,
     /// Deployment versions referenced by `contents`, by [`Dep::hash`].
     pub published_specs: BTreeMap<String, DesiredDeployment>,
+    /// deployment → its rollout: the promoted version, the candidate and the nodes handed
+    /// it, so an LO restart resumes the same wave with the same nodes.
+    pub rollouts: BTreeMap<String, StoredRollout>,
+    /// Deployment versions referenced by `rollouts`, by [`Dep::hash`].
+    pub rollout_specs: BTreeMap<String, DesiredDeployment>,
+}
+
+/// A deployment's rollout as stored (versions by [`Dep::hash`], keys of `rollout_specs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredRollout {
+    /// The promoted version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted: Option<String>,
+    /// The candidate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<String>,
+    /// Phase.
+    pub phase: RolloutPhase,
+    /// Current wave, 0-based.
+    pub wave: usize,
+    /// When it started (ms since the Unix epoch).
+    pub wave_started_ms: u64,
+    /// Nodes handed the candidate.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, Track>,
+    /// Why it halted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halt: Option<HaltReason>,
+    /// The waves of the last completed rollout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_waves: Vec<WaveStatus>,
 }
 
 /// Rollback bookkeeping in memory.
@@ -214,6 +248,73 @@ impl StoreData {
         self.nodes
             .iter()
             .filter_map(|(n, r)| docs.get(&r.content_hash).map(|d| (n.clone(), d.clone())))
+            .collect()
+    }
+
+    /// Stores every deployment's rollout (versions deduplicated by hash).
+    pub fn set_rollouts(&mut self, rollouts: &BTreeMap<String, Rollout>) {
+        let mut specs = BTreeMap::new();
+        let mut keep = |d: &Dep| {
+            specs
+                .entry(d.hash.clone())
+                .or_insert_with(|| (*d.spec).clone());
+            d.hash.clone()
+        };
+        self.rollouts = rollouts
+            .iter()
+            .map(|(name, r)| {
+                (
+                    name.clone(),
+                    StoredRollout {
+                        promoted: r.promoted.as_ref().map(&mut keep),
+                        candidate: r.candidate.as_ref().map(&mut keep),
+                        phase: r.phase,
+                        wave: r.wave,
+                        wave_started_ms: r.wave_started_ms,
+                        nodes: r.nodes.clone(),
+                        halt: r.halt.clone(),
+                        last_waves: r.last_waves.clone(),
+                    },
+                )
+            })
+            .collect();
+        self.rollout_specs = specs;
+    }
+
+    /// Every deployment's rollout as stored. A rollout whose versions are missing or do not
+    /// hash to their key (a damaged file) is dropped: the deployment starts afresh.
+    pub fn rollouts(&self) -> BTreeMap<String, Rollout> {
+        let dep = |h: &String| {
+            self.rollout_specs
+                .get(h)
+                .map(|s| Dep::new(s.clone()))
+                .filter(|d| &d.hash == h)
+        };
+        self.rollouts
+            .iter()
+            .filter_map(|(name, r)| {
+                let promoted = match &r.promoted {
+                    Some(h) => Some(dep(h)?),
+                    None => None,
+                };
+                let candidate = match &r.candidate {
+                    Some(h) => Some(dep(h)?),
+                    None => None,
+                };
+                Some((
+                    name.clone(),
+                    Rollout {
+                        promoted,
+                        candidate,
+                        phase: r.phase,
+                        wave: r.wave,
+                        wave_started_ms: r.wave_started_ms,
+                        nodes: r.nodes.clone(),
+                        halt: r.halt.clone(),
+                        last_waves: r.last_waves.clone(),
+                    },
+                ))
+            })
             .collect()
     }
 
@@ -338,7 +439,6 @@ mod tests {
                 content_hash: "h".into(),
                 issued_at: "t".into(),
                 published_ms: 1,
-                rollout: true,
             },
         );
         let dep = Dep::new(DesiredDeployment {
@@ -356,7 +456,6 @@ mod tests {
         s.save().expect("save");
         let again = Store::open(dir.path()).expect("reopen");
         assert_eq!(again.data.nodes["n1"].generation, 7);
-        assert!(again.data.nodes["n1"].rollout);
         assert_eq!(again.data.bookkeeping(), b);
     }
 
@@ -386,7 +485,6 @@ mod tests {
                     content_hash: nd.content_hash(),
                     issued_at: "t".into(),
                     published_ms: 1,
-                    rollout: false,
                 },
             );
             published.insert(n.to_owned(), nd.clone());

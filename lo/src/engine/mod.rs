@@ -22,14 +22,14 @@ use crate::policy::{Decision, GuardFlags};
 use crate::preview::{self as plan, NodeInput};
 use crate::reconcile::{self, CommitCheck, CommitInput, ReconcileInput};
 use crate::render::{Inventory, NodeDesired};
-use crate::rollout::RolloutSummary;
+use crate::rollout::{Rollout, RolloutSummary};
 use crate::shared::Shared;
 use crate::source::poll::SourceMsg;
 use crate::source::{Commit, SiteFiles};
 use crate::store::{Bookkeeping, ServedRecord, Store};
 use rumqttc::AsyncClient;
 use schemas::site::SiteDocs;
-use schemas::{DocProblem, NodeChannel, Revision, SiteError, Topics};
+use schemas::{DeploymentRollout, DocProblem, NodeChannel, Revision, SiteError, Topics};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,10 +97,17 @@ pub struct Engine {
     target: BTreeMap<String, NodeDesired>,
     /// `desired` changed since the last save.
     published_dirty: bool,
-    /// Rollout pacing state, while the Site sets `maxParallel`.
+    /// Site-wide pacing summary, while the Site sets `maxParallel`.
     rollout: Option<RolloutSummary>,
-    /// Something pacing depends on changed (status, presence).
+    /// Each deployment's rollout (persisted).
+    rollouts: BTreeMap<String, Rollout>,
+    rollouts_dirty: bool,
+    /// The `rollout` object of each deployment, for the site status.
+    views: BTreeMap<String, DeploymentRollout>,
+    /// Something a rollout depends on changed (status, presence).
     pace_dirty: bool,
+    /// Last reconcile (rollouts advance with time too: soak, timeouts).
+    last_reconcile: Instant,
     /// When presence read back after the first CONNACK is complete (mono ms): before, a node
     /// not seen online may just not have been heard from yet.
     settle_at: Option<u64>,
@@ -172,6 +179,7 @@ impl Engine {
         } = p;
         let book = store.data.bookkeeping();
         let published = store.data.published();
+        let rollouts = store.data.rollouts();
         Engine {
             site: cfg.site.clone(),
             site_path: cfg.site_path(),
@@ -190,7 +198,11 @@ impl Engine {
             target: BTreeMap::new(),
             published_dirty: false,
             rollout: None,
+            rollouts,
+            rollouts_dirty: false,
+            views: BTreeMap::new(),
             pace_dirty: false,
+            last_reconcile: Instant::now(),
             settle_at: None,
             settled: false,
             floors: BTreeMap::new(),
@@ -267,6 +279,10 @@ impl Engine {
         if self.book_dirty {
             self.store.data.set_bookkeeping(&self.book);
             self.book_dirty = false;
+        }
+        if self.rollouts_dirty {
+            self.store.data.set_rollouts(&self.rollouts);
+            self.rollouts_dirty = false;
         }
         if let Err(e) = self.store.save() {
             tracing::error!(error = %e, "cannot save the state");
@@ -402,6 +418,7 @@ impl Engine {
     async fn reconcile(&mut self) {
         self.reconcile_pending = false;
         self.pace_dirty = false;
+        self.last_reconcile = Instant::now();
         let Some(served) = &self.served else { return };
         let started = Instant::now();
         // Keys were validated with the site; one that does not decode is no key.
@@ -441,6 +458,7 @@ impl Engine {
             floors: &self.floors,
             handed: &self.desired,
             rollbacks: &self.book.rollbacks,
+            rollouts: &self.rollouts,
             now_ms: now_ms(),
             issued_at: &issued_at,
         });
@@ -452,11 +470,26 @@ impl Engine {
                     max_parallel = r.max_parallel,
                     in_flight = r.in_flight.len(),
                     waiting = r.waiting.len(),
-                    granted = out.granted,
                     "rollout paced"
                 );
             }
         }
+        if out.rollouts != self.rollouts {
+            self.rollouts = out.rollouts;
+            self.rollouts_dirty = true;
+        }
+        let mut phases: BTreeMap<&str, i64> = BTreeMap::new();
+        for v in out.views.values() {
+            *phases.entry(v.phase.as_str()).or_default() += 1;
+        }
+        for phase in ["progressing", "paused", "halted", "rolledBack", "complete"] {
+            self.shared
+                .metrics
+                .rollouts
+                .get_or_create(&Metrics::kind(phase))
+                .set(phases.get(phase).copied().unwrap_or(0));
+        }
+        self.views = out.views;
         self.shared.set_rollout(out.rollout.clone());
         self.rollout = out.rollout;
         self.inventory = out.inventory;
@@ -464,13 +497,17 @@ impl Engine {
         self.target = out.target;
         let changed: Vec<String> = out.records.keys().cloned().collect();
         self.store.data.nodes.extend(out.records);
-        if !changed.is_empty() {
-            // Persist before publishing: a generation that went out is never reused.
-            self.published_dirty = true;
+        if !changed.is_empty() || self.rollouts_dirty {
+            // Persist before publishing: a generation that went out is never reused, and
+            // the nodes handed a candidate are known after a crash.
+            self.published_dirty |= !changed.is_empty();
             self.save();
             for node in &changed {
                 self.publish_desired(node).await;
             }
+        }
+        for (deployment, h) in out.happened {
+            self.rollout_event(&deployment, &h).await;
         }
         self.shared
             .metrics
@@ -539,13 +576,15 @@ impl Engine {
             self.settled = true;
             self.pace_dirty = true;
         }
-        if self.pace_dirty
-            && self
-                .rollout
-                .as_ref()
-                .is_some_and(|r| !r.in_flight.is_empty() || !r.waiting.is_empty())
-        {
-            self.reconcile_pending = true;
+        // Rollouts in progress advance on what nodes report and with time (soak, wave
+        // timeouts): at most every 250 ms after a change, at least every second.
+        if self.rollouts.values().any(Rollout::active) {
+            let since = self.last_reconcile.elapsed();
+            if (self.pace_dirty && since >= Duration::from_millis(250))
+                || since >= Duration::from_secs(1)
+            {
+                self.reconcile_pending = true;
+            }
         }
         if self.reconcile_pending {
             self.reconcile().await;

@@ -6,11 +6,15 @@ use super::Engine;
 use crate::audit::AuditEntry;
 use crate::metrics::Metrics;
 use crate::mqtt;
+use crate::rollout::Happened;
 use crate::status::{
     self, fit_status, ReportsView, ServedView, StatusInput, MAX_STATUS_BYTES, VERSION,
 };
 use edge_io::mqtt::publish;
-use schemas::{DesiredState, LoChannel, NodeChannel, SiteStatus};
+use schemas::{
+    DesiredState, LoChannel, LoEvent, LoEventSchema, NodeChannel, RolloutEventKind, SiteStatus,
+    VersionRef,
+};
 use std::time::Instant;
 
 /// Room for the fixed header and topic length of a PUBLISH, besides topic and payload.
@@ -44,6 +48,7 @@ impl Engine {
             records: &self.store.data.nodes,
             desired: &self.desired,
             rollbacks: &self.book.rollbacks,
+            rollouts: &self.views,
             converged: &self.converged,
             untracked: self.untracked,
             reports: ReportsView {
@@ -142,6 +147,74 @@ impl Engine {
             .commit(&doc.revision.commit)
             .generation(doc.generation),
         );
+    }
+
+    /// A rollout event: logged, audited, counted and published on `lo/events`.
+    pub(super) async fn rollout_event(&mut self, deployment: &str, h: &Happened) {
+        let Some(r) = self.rollouts.get(deployment) else {
+            return;
+        };
+        let version = |d: &crate::render::Dep| VersionRef {
+            commit: d.spec.commit.clone(),
+            spec_hash: d.spec_hash.clone(),
+        };
+        // After `complete` the candidate is the promoted version.
+        let Some(candidate) = r.candidate.as_ref().or(r.promoted.as_ref()).map(version) else {
+            return;
+        };
+        let promoted = match h.kind {
+            RolloutEventKind::Complete => None,
+            _ => r.promoted.as_ref().map(version),
+        };
+        let halt = match h.kind {
+            RolloutEventKind::Halted | RolloutEventKind::RolledBack => r.halt.clone(),
+            _ => None,
+        };
+        let wave = u32::try_from(h.wave + 1).unwrap_or(u32::MAX);
+        let kind = h.kind.as_str();
+        let message = match &halt {
+            Some(why) => format!(
+                "rollout {kind} at wave {wave}: node {} {}: {}",
+                why.node, why.code, why.message
+            ),
+            None => format!("rollout {kind} at wave {wave}"),
+        };
+        match h.kind {
+            RolloutEventKind::Halted | RolloutEventKind::RolledBack => {
+                tracing::warn!(deployment, commit = %candidate.commit, wave, event = kind, reason = %message, "rollout halted");
+            }
+            _ => {
+                tracing::info!(deployment, commit = %candidate.commit, wave, event = kind, "rollout")
+            }
+        }
+        self.shared
+            .metrics
+            .rollout_events
+            .get_or_create(&Metrics::kind(kind))
+            .inc();
+        self.audit.log(
+            AuditEntry::new("rollout", message)
+                .deployment(deployment)
+                .commit(&candidate.commit),
+        );
+        let event = LoEvent {
+            schema: LoEventSchema::V1,
+            at: schemas::now_rfc3339(),
+            deployment: deployment.to_owned(),
+            kind: h.kind,
+            wave,
+            candidate,
+            promoted,
+            halt_reason: halt,
+        };
+        if !self.connected {
+            return;
+        }
+        let topic = self.topics.lo(&self.site, LoChannel::Events);
+        let payload = serde_json::to_vec(&event).unwrap_or_default();
+        if let Err(e) = publish(&self.client, &topic, LoChannel::Events.publish(), payload).await {
+            tracing::warn!(error = %e, "cannot publish a rollout event");
+        }
     }
 
     pub(super) async fn publish_status(&mut self) {

@@ -13,9 +13,15 @@ fn node_doc(name: &str) -> String {
     format!("apiVersion: edgefleet.io/v1\nkind: Node\nmetadata:\n  name: {name}\n  labels:\n    role: gw\n")
 }
 
+/// `on_failure` may end in `+pause`: the deployment's rollout then halts without a
+/// site-wide rollback (`onHalt: pause`), so the per-node policy is seen alone.
 fn deployment_doc(name: &str, image: &str, on_failure: &str) -> String {
+    let (on_failure, rollout) = match on_failure.strip_suffix("+pause") {
+        Some(f) => (f, "  rollout:\n    onHalt: pause\n"),
+        None => (on_failure, ""),
+    };
     format!(
-        "apiVersion: edgefleet.io/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  policy:\n    onFailure: {on_failure}\n  components:\n    - name: main\n      image: {image}\n"
+        "apiVersion: edgefleet.io/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  policy:\n    onFailure: {on_failure}\n{rollout}  components:\n    - name: main\n      image: {image}\n"
     )
 }
 
@@ -70,6 +76,7 @@ struct World {
     floors: BTreeMap<String, u64>,
     handed: BTreeMap<String, NodeDesired>,
     book: Bookkeeping,
+    rollouts: BTreeMap<String, Rollout>,
     settled: bool,
 }
 
@@ -111,13 +118,45 @@ impl World {
             floors: &self.floors,
             handed: &self.handed,
             rollbacks: &self.book.rollbacks,
+            rollouts: &self.rollouts,
             now_ms: 42,
             issued_at: "2026-01-01T00:00:00.000Z",
         });
         self.fleet = Some(fleet);
         self.records.extend(out.records.clone());
         self.handed = out.handed.clone();
+        self.rollouts = out.rollouts.clone();
         out
+    }
+
+    /// A status of `node` at its current generation that reports the `web` it was handed,
+    /// in `state` (components with the handed spec hashes, healthy when installed).
+    fn status_now(&self, node: &str, state: State) -> NodeStatus {
+        let mut s = status(
+            node,
+            self.generation(node),
+            state == State::Installed,
+            state,
+        );
+        let dep = self.handed[node].get("web").expect("web handed");
+        let template = s.deployments[0].components[0].clone();
+        s.deployments[0].components = dep
+            .spec
+            .components
+            .iter()
+            .map(|c| schemas::ComponentStatus {
+                name: c.name.clone(),
+                state,
+                spec_hash: Some(c.spec_hash.clone()),
+                health: schemas::Health::None,
+                restart_count: 0,
+                error: (state == State::Failed)
+                    .then(|| schemas::ErrorInfo::new("image_not_found", "no such tag")),
+                retrying: false,
+                ..template.clone()
+            })
+            .collect();
+        s
     }
 
     fn generation(&self, node: &str) -> u64 {
@@ -188,7 +227,6 @@ fn generations_are_never_reused() {
                     content_hash: "older".into(),
                     issued_at: "t".into(),
                     published_ms: 1,
-                    rollout: false,
                 },
             );
         }
@@ -293,13 +331,9 @@ fn pacing_hands_new_documents_to_at_most_max_parallel_nodes() {
         assert_eq!(r.max_parallel, 1, "{name}");
         assert_eq!(r.waiting, waiting, "{name}: waiting");
         assert_eq!(r.in_flight, in_flight, "{name}: in flight");
-        // Only the granted nodes get a new generation, marked as a rollout step; waiting
-        // ones keep their document and generation.
+        // Only the granted nodes get a new generation; waiting ones keep their document
+        // and generation.
         assert_eq!(names(&out), updated, "{name}: new records");
-        assert!(
-            out.records.values().all(|r| r.rollout),
-            "{name}: rollout step"
-        );
         for n in waiting {
             assert_eq!(w.generation(n), 1, "{name}: {n} keeps generation 1");
             assert_eq!(
@@ -314,24 +348,31 @@ fn pacing_hands_new_documents_to_at_most_max_parallel_nodes() {
 }
 
 #[test]
-fn the_next_node_is_granted_once_the_one_in_flight_reports_done() {
+fn the_next_node_is_granted_once_the_one_in_flight_passes() {
     let nodes = ["n1", "n2"];
-    // (name, report of n1 at its generation, n2 granted)
+    // (name, report of n1 at its generation, n2 granted, n1's image after)
     let rows = [
         (
             "still installing: n2 waits",
-            Some((false, State::Installing)),
+            Some(State::Installing),
             false,
+            "reg/web:2",
         ),
-        ("no report: n2 waits", None, false),
-        ("converged: n2 goes", Some((true, State::Installed)), true),
+        ("no report: n2 waits", None, false, "reg/web:2"),
         (
-            "failed counts as done: n2 goes",
-            Some((false, State::Failed)),
+            "installed: n2 goes",
+            Some(State::Installed),
             true,
+            "reg/web:2",
+        ),
+        (
+            "failed: the rollout rolls back, n2 never gets it",
+            Some(State::Failed),
+            false,
+            "reg/web:1",
         ),
     ];
-    for (name, report, granted) in rows {
+    for (name, report, granted, n1_image) in rows {
         let mut w = World::new();
         w.online("n1");
         w.online("n2");
@@ -339,9 +380,9 @@ fn the_next_node_is_granted_once_the_one_in_flight_reports_done() {
         let v2 = site(&nodes, "reg/web:2", "hold", Some(1));
         w.step(&v2, "c2");
         assert_eq!(w.image("n1").as_deref(), Some("reg/web:2"), "{name}");
-        if let Some((converged, state)) = report {
-            let g = w.generation("n1");
-            w.report(status("n1", g, converged, state));
+        if let Some(state) = report {
+            let s = w.status_now("n1", state);
+            w.report(s);
         }
         let out = w.step(&v2, "c2");
         assert_eq!(
@@ -350,9 +391,11 @@ fn the_next_node_is_granted_once_the_one_in_flight_reports_done() {
             "{name}: n2 handed web:2"
         );
         assert_eq!(out.records.contains_key("n2"), granted, "{name}: n2 record");
-        assert!(
-            !out.records.contains_key("n1"),
-            "{name}: n1 keeps its generation"
+        assert_eq!(w.image("n1").as_deref(), Some(n1_image), "{name}: n1");
+        assert_eq!(
+            out.records.contains_key("n1"),
+            n1_image == "reg/web:1",
+            "{name}: n1 gets a new generation only when rolled back"
         );
     }
 }
@@ -372,7 +415,10 @@ fn an_offline_node_in_flight_holds_its_slot_only_until_presence_settles() {
         w.step(&site(&nodes, "reg/web:1", "hold", Some(1)), "c1");
         let v2 = site(&nodes, "reg/web:2", "hold", Some(1));
         w.step(&v2, "c2");
-        assert!(w.records["n1"].rollout, "{name}: n1 in flight");
+        assert!(
+            w.rollouts["web"].nodes.contains_key("n1"),
+            "{name}: n1 in flight"
+        );
         w.fleet().presence("n1", &presence(false), T0, false, "w");
         w.settled = settled;
         let out = w.step(&v2, "c2");
@@ -449,10 +495,17 @@ fn failures_lead_to_hold_rollback_or_rollback_failed() {
         &'static str,
     );
     let rows: [Row; 3] = [
-        ("policy hold", "hold", true, &["hold"], false, "reg/web:2"),
+        (
+            "policy hold",
+            "hold+pause",
+            true,
+            &["hold"],
+            false,
+            "reg/web:2",
+        ),
         (
             "rollback to the installed version",
-            "rollback",
+            "rollback+pause",
             true,
             &["rollback"],
             true,
@@ -460,7 +513,7 @@ fn failures_lead_to_hold_rollback_or_rollback_failed() {
         ),
         (
             "rollback with nothing installed: held",
-            "rollback",
+            "rollback+pause",
             false,
             &["hold"],
             false,
@@ -511,9 +564,9 @@ fn failures_lead_to_hold_rollback_or_rollback_failed() {
 #[test]
 fn a_failed_rollback_is_reported_once_and_nothing_more_is_tried() {
     let mut w = World::new();
-    w.step(&site(&["n1"], "reg/web:1", "rollback", None), "c1");
+    w.step(&site(&["n1"], "reg/web:1", "rollback+pause", None), "c1");
     decide(&mut w, &status("n1", 1, true, State::Installed));
-    let v2 = site(&["n1"], "reg/web:2", "rollback", None);
+    let v2 = site(&["n1"], "reg/web:2", "rollback+pause", None);
     w.step(&v2, "c2");
     decide(&mut w, &status("n1", 2, false, State::Failed));
     w.step(&v2, "c2");
