@@ -70,12 +70,7 @@ pub struct WaveSpec {
     pub failure_threshold: Option<AmountSpec>,
 }
 
-/// A node count or a percentage, as written: `3` or `"10%"`.
-///
-/// Deserialised by hand: anything but an integer or a string (a float, a boolean, a
-/// list, a mapping, an integer beyond 64 bits, which YAML reads as a float) is refused
-/// with a message that says what is expected, instead of serde's "did not match any
-/// variant". The range is checked when the strategy is resolved.
+/// A node count or a percentage, as written: a whole number (`3`) or text (`"10%"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
@@ -88,6 +83,10 @@ pub enum AmountSpec {
 
 const AMOUNT_EXPECTED: &str = "a node count like 3 or a percentage like \"10%\"";
 
+// Deserialised by hand: anything but an integer or a string (a float, a boolean, a list,
+// a mapping, an integer beyond 64 bits, which YAML reads as a float) is refused with a
+// message that says what is expected, instead of serde's "data did not match any variant
+// of untagged enum". The range is checked when the strategy is resolved.
 impl<'de> Deserialize<'de> for AmountSpec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
