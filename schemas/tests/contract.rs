@@ -192,4 +192,28 @@ fn a_schema_rejects_a_wrong_payload() {
     let bad = serde_json::json!({"apiVersion": "edgefleet.io/v1", "kind": "Deployment",
         "metadata": {"name": "x"}, "spec": {"components": [{"name": "a", "imag": "x"}]}});
     assert!(!v.is_valid(&bad));
+    // The rollout strategy: whole numbers or text only, known keys only.
+    let v = validator("site.schema.json");
+    let site = |rollout: serde_json::Value| {
+        serde_json::json!({"apiVersion": "edgefleet.io/v1", "kind": "Site",
+            "metadata": {"name": "s1"}, "spec": {"rollout": rollout}})
+    };
+    assert!(v.is_valid(&site(
+        serde_json::json!({"waves": [{"nodes": 1}, {"nodes": "10%"}], "onHalt": "pause"})
+    )));
+    for bad in [
+        serde_json::json!({"waves": [{"nodes": 1.5}]}),
+        serde_json::json!({"waves": [{"nodes": true}]}),
+        serde_json::json!({"waves": [{"soak": "1m"}]}),
+        serde_json::json!({"wave": []}),
+        serde_json::json!({"onHalt": "stop"}),
+    ] {
+        assert!(!v.is_valid(&site(bad.clone())), "{bad}");
+    }
+    let v = validator("lo-event.schema.json");
+    let mut event: serde_json::Value =
+        serde_json::from_str(&read(&crate_dir().join("examples").join("lo-event.json")))
+            .expect("json");
+    event["kind"] = "exploded".into();
+    assert!(!v.is_valid(&event));
 }

@@ -476,6 +476,12 @@ fn ten_thousand_waves_are_one_problem() {
     assert_eq!(p.len(), 1, "{p:#?}");
     assert_eq!(p[0].field.as_deref(), Some("spec.rollout.waves"));
     assert!(p[0].message.contains("10000 waves: at most 20"), "{p:?}");
+    // Aliases: one anchored wave repeated 10,000 times.
+    let waves = format!("waves: [&w {{nodes: 1}}{}]", ", *w".repeat(10_000));
+    let doc = deployment(Some(&waves));
+    let p = quick_problems("10,000 aliased waves", vec![(APP, &doc)]);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(p[0].message.contains("10001 waves: at most 20"), "{p:?}");
     // Even when every one of them is wrong too.
     let waves: String = "  - nodes: abc\n    soak: x\n".repeat(10_000);
     let doc = site(&format!("waves:\n{waves}"));
