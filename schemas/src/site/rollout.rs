@@ -34,8 +34,9 @@ pub struct RolloutSpec {
     /// covers the rest. Default: one wave of every node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waves: Option<Vec<WaveSpec>>,
-    /// How many nodes of a wave may fail before the rollout halts: a count or `"N%"` of the
-    /// wave's nodes (default 0; the first wave is 0 unless the wave itself says otherwise).
+    /// How many nodes of a wave may fail without halting the rollout (it halts on more): a
+    /// count or `"N%"` of the wave's nodes, rounded down (default 0). When there are
+    /// several waves, the first (the canary) allows 0 unless the wave itself says otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_threshold: Option<AmountSpec>,
     /// A node that has not passed the health gate this long after it was handed the new
@@ -69,8 +70,8 @@ pub struct WaveSpec {
     pub failure_threshold: Option<AmountSpec>,
 }
 
-/// A node count or a percentage, as written: `3` or `"10%"`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A node count or a percentage, as written: a whole number (`3`) or text (`"10%"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum AmountSpec {
@@ -78,6 +79,52 @@ pub enum AmountSpec {
     Count(i64),
     /// `"N%"`, or a count written as text.
     Text(String),
+}
+
+const AMOUNT_EXPECTED: &str = "a node count like 3 or a percentage like \"10%\"";
+
+// Deserialised by hand: anything but an integer or a string (a float, a boolean, a list,
+// a mapping, an integer beyond 64 bits, which YAML reads as a float) is refused with a
+// message that says what is expected, instead of serde's "data did not match any variant
+// of untagged enum". The range is checked when the strategy is resolved.
+impl<'de> Deserialize<'de> for AmountSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = AmountSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(AMOUNT_EXPECTED)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<AmountSpec, E> {
+                Ok(AmountSpec::Count(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<AmountSpec, E> {
+                i64::try_from(v).map(AmountSpec::Count).map_err(|_| {
+                    E::custom(format!(
+                        "{v} is too large: expected {AMOUNT_EXPECTED} (at most {MAX_ROLLOUT_COUNT} nodes)"
+                    ))
+                })
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<AmountSpec, E> {
+                // YAML reads an integer beyond 64 bits (99999999999999999999) as a float.
+                let shown = if v.is_finite() && v.abs() < 1e15 {
+                    format!("{v}")
+                } else {
+                    format!("{v:e}")
+                };
+                Err(E::custom(format!(
+                    "`{shown}` is not a whole number of nodes: expected {AMOUNT_EXPECTED}"
+                )))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AmountSpec, E> {
+                Ok(AmountSpec::Text(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<AmountSpec, E> {
+                Ok(AmountSpec::Text(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// What a halted rollout does.
@@ -102,11 +149,26 @@ pub enum Amount {
 }
 
 impl Amount {
-    /// The amount out of `total` nodes: a percentage is rounded up; never more than `total`.
+    /// The amount out of `total` nodes, for a wave's `nodes`: a percentage is rounded up
+    /// (1% of 50 nodes is 1 node); never more than `total`.
     pub fn of(self, total: usize) -> usize {
         match self {
             Amount::Count(c) => (c as usize).min(total),
-            Amount::Percent(p) => (total * usize::from(p)).div_ceil(100).min(total),
+            Amount::Percent(p) => total
+                .saturating_mul(usize::from(p))
+                .div_ceil(100)
+                .min(total),
+        }
+    }
+
+    /// The amount out of `total` nodes, for a failure threshold: a percentage is rounded
+    /// down, so that "more failures than the threshold" means exactly "a larger share than
+    /// the percentage" (5% of 10 nodes is 0: one failure out of 10 is 10%, above 5%);
+    /// never more than `total`.
+    pub fn floor_of(self, total: usize) -> usize {
+        match self {
+            Amount::Count(c) => (c as usize).min(total),
+            Amount::Percent(p) => (total.saturating_mul(usize::from(p)) / 100).min(total),
         }
     }
 }
@@ -178,19 +240,23 @@ impl RolloutStrategy {
             .unwrap_or(0)
     }
 
-    /// How many of wave `i`'s `wave_nodes` nodes may fail before the rollout halts.
+    /// How many of wave `i`'s `wave_nodes` nodes may fail without halting the rollout (it
+    /// halts on more failures than this). A percentage rounds down. The first of several
+    /// waves (the canary) allows none unless it sets its own threshold; a single wave (no
+    /// `waves`, or one) takes the strategy's `failureThreshold`.
     pub fn threshold(&self, i: usize, wave_nodes: usize) -> usize {
         let amount = match self.waves.get(i).and_then(|w| w.failure_threshold) {
             Some(a) => a,
-            None if i == 0 => Amount::Count(0),
+            None if i == 0 && self.waves.len() > 1 => Amount::Count(0),
             None => self.failure_threshold,
         };
-        amount.of(wave_nodes)
+        amount.floor_of(wave_nodes)
     }
 }
 
-/// Resolves an amount: `at` names the field; `percent_zero` admits `0` / `"0%"` (a
-/// threshold), else the amount must be at least 1 node or 1 %.
+/// Resolves an amount: `at` names the field; `zero_ok` admits `0` / `"0%"` (a
+/// threshold), else the amount must be at least 1 node or 1 %. Text is trimmed (`" 10 %"`
+/// is `10%`); only ASCII digits make a number (no sign, no fraction, no `_`).
 fn resolve_amount(
     ctx: &Ctx<'_>,
     at: &str,
@@ -199,54 +265,43 @@ fn resolve_amount(
     problems: &mut Vec<DocProblem>,
 ) -> Option<Amount> {
     let min = i64::from(!zero_ok);
-    let count = |c: i64, problems: &mut Vec<DocProblem>| {
-        if (min..=MAX_ROLLOUT_COUNT).contains(&c) {
-            u32::try_from(c).ok().map(Amount::Count)
-        } else {
-            ctx.problem(
-                problems,
-                at,
-                format!(
-                    "{c} nodes: must be {min} to {MAX_ROLLOUT_COUNT}, or a percentage like \"10%\""
-                ),
-            );
-            None
+    let what = if zero_ok { "failures" } else { "nodes" };
+    let count_range = format!(
+        "must be {min} to {MAX_ROLLOUT_COUNT} {what}, or a percentage from {min}% to 100% like \"10%\""
+    );
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    let message = match a {
+        AmountSpec::Count(c) if (min..=MAX_ROLLOUT_COUNT).contains(c) => {
+            return u32::try_from(*c).ok().map(Amount::Count);
         }
-    };
-    match a {
-        AmountSpec::Count(c) => count(*c, problems),
+        AmountSpec::Count(c) => format!("{c}: {count_range}"),
         AmountSpec::Text(t) => {
             let s = t.trim();
+            let shown = crate::shorten(t, 32);
             if let Some(p) = s.strip_suffix('%') {
-                match p.trim().parse::<u8>() {
-                    Ok(p) if (min..=100).contains(&i64::from(p)) => Some(Amount::Percent(p)),
-                    _ => {
-                        ctx.problem(
-                            problems,
-                            at,
-                            format!(
-                                "`{}` is not a percentage from {min}% to 100%",
-                                crate::shorten(t, 32)
-                            ),
-                        );
-                        None
+                let p = p.trim();
+                match p.parse::<u8>() {
+                    Ok(n) if digits(p) && (min..=100).contains(&i64::from(n)) => {
+                        return Some(Amount::Percent(n));
                     }
+                    _ => format!("`{shown}` is not a percentage from {min}% to 100%"),
                 }
-            } else if let Ok(c) = s.parse::<i64>() {
-                count(c, problems)
+            } else if digits(s) {
+                match s.parse::<i64>() {
+                    Ok(c) if (min..=MAX_ROLLOUT_COUNT).contains(&c) => {
+                        return u32::try_from(c).ok().map(Amount::Count);
+                    }
+                    _ => format!("`{shown}`: {count_range}"),
+                }
+            } else if s.is_empty() {
+                format!("empty: expected {AMOUNT_EXPECTED}")
             } else {
-                ctx.problem(
-                    problems,
-                    at,
-                    format!(
-                        "`{}` is neither a node count nor a percentage like \"10%\"",
-                        crate::shorten(t, 32)
-                    ),
-                );
-                None
+                format!("`{shown}` is neither a node count nor a percentage like \"10%\"")
             }
         }
-    }
+    };
+    ctx.problem(problems, at, message);
+    None
 }
 
 fn resolve_ms(
@@ -271,7 +326,15 @@ fn resolve_ms(
         }
         Ok(d) => Some(d.as_millis() as u64),
         Err(e) => {
-            ctx.problem(problems, at, e.to_string());
+            ctx.problem(
+                problems,
+                at,
+                format!(
+                    "invalid duration `{}` (e.g. 30s, 2m, 1h30m): {}",
+                    crate::shorten(text, 32),
+                    e.source
+                ),
+            );
             None
         }
     }
@@ -393,6 +456,26 @@ mod tests {
         assert_eq!(Amount::Count(5).of(3), 3);
         assert_eq!(Amount::Count(0).of(3), 0);
         assert_eq!(Amount::Percent(50).of(0), 0);
+    }
+
+    #[test]
+    fn thresholds_round_down() {
+        // Halting on more failures than floor(p% of n) is halting on a share above p%.
+        assert_eq!(Amount::Percent(5).floor_of(10), 0);
+        assert_eq!(Amount::Percent(5).floor_of(20), 1);
+        assert_eq!(Amount::Percent(5).floor_of(39), 1);
+        assert_eq!(Amount::Percent(100).floor_of(7), 7);
+        assert_eq!(Amount::Count(9).floor_of(7), 7);
+    }
+
+    #[test]
+    fn a_single_wave_takes_the_strategys_threshold() {
+        let s = RolloutStrategy {
+            failure_threshold: Amount::Percent(10),
+            ..RolloutStrategy::default()
+        };
+        assert_eq!(s.threshold(0, 100), 10);
+        assert_eq!(s.threshold(0, 9), 0);
     }
 
     #[test]
