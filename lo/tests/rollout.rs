@@ -183,22 +183,53 @@ async fn max_parallel_one_rolls_out_node_by_node_across_a_restart() {
         assert_eq!(d, v1[2], "n3 republished as it was");
     }
 
-    // n2 fails the new revision: failed counts as done, n3 gets its turn.
+    // n2 fails the new revision: the rollout halts and rolls back. n1 and n2 are handed
+    // v1's spec again (one new generation each), n3 never gets v2.
+    let mark = nodes.inbox.lock().unwrap().desired.len();
     report(&nodes, &n2, Some("web")).await;
-    let n3 = desired_at(&nodes, "n3", &c2).await;
-    assert_eq!(n3.generation, v1[2].generation + 1, "no generation skipped");
-    report(&nodes, &n3, None).await;
-    wait_until("rollout complete", T, || {
+    let back = |node: &'static str, after: u64| {
+        let nodes = &nodes;
+        async move {
+            wait_until(&format!("{node} rolled back"), T, || {
+                nodes.last_desired(node).filter(|d| {
+                    d.generation == after + 1 && d.deployments[0].components[0].image == "reg/web:1"
+                })
+            })
+            .await
+        }
+    };
+    let n1_back = back("n1", n1.generation).await;
+    let n2_back = back("n2", n2.generation).await;
+    assert_eq!(
+        n1_back.revision.commit, c2,
+        "the served revision, v1's spec"
+    );
+    assert_eq!(
+        n2_back.deployments[0].commit, c1,
+        "the promoted version of web"
+    );
+    let json = wait_until("rolled back in the site status", T, || {
         lo.running
             .shared
-            .rollout()
-            .filter(|r| r.waiting.is_empty() && r.in_flight.is_empty())
+            .site_status_json()
+            .filter(|v| v["deployments"][0]["rollout"]["phase"] == "rolledBack")
     })
     .await;
-    assert_eq!(
-        nodes.last_desired("n2").unwrap().generation,
-        n2.generation,
-        "no generation duplicated or added for n2"
-    );
+    let rollout = &json["deployments"][0]["rollout"];
+    assert_eq!(rollout["haltReason"]["node"], "n2", "{json}");
+    assert_eq!(rollout["received"], 2, "{json}");
+    assert_eq!(rollout["promoted"]["commit"], c1.as_str(), "{json}");
+    assert_eq!(rollout["candidate"]["commit"], c2.as_str(), "{json}");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for d in received(&nodes, "n3", mark) {
+        assert_eq!(d, v1[2], "n3 never gets v2");
+    }
+    for (node, d) in [("n1", &n1_back), ("n2", &n2_back)] {
+        let got = received(&nodes, node, mark);
+        assert!(
+            got.iter().all(|x| x == d),
+            "{node}: exactly one rollback document: {got:?}"
+        );
+    }
     lo.stop().await;
 }

@@ -68,8 +68,17 @@ pub fn redact_url(url: &str) -> String {
     let shown = match rest.rfind('@') {
         Some(at) => {
             let (user, host) = (&rest[..at], &rest[at + 1..]);
-            let user = match (scheme, user.split_once(':')) {
-                (Some(_), Some((name, _))) if !name.contains(['/', '@']) => format!("{name}:***"),
+            // The user name shows only in a well-formed URL (a scheme of letters, digits,
+            // `+-.`): in a typo like `mqtt:://…` what looks like a user may be the secret.
+            let well_formed = scheme.is_some_and(|s| {
+                !s.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+            });
+            let user = match user.split_once(':') {
+                Some((name, _)) if well_formed && !name.contains(['/', '@']) => {
+                    format!("{name}:***")
+                }
                 _ => "***".to_owned(),
             };
             match scheme {
@@ -208,6 +217,8 @@ mod tests {
             ("mqtt://u:pa/ss@h:1883", "mqtt://u:***@h:1883"),
             ("mqtt://u:p@ss@h", "mqtt://u:***@h"),
             ("mqtt::///@aa@", "mqtt:://***@"),
+            // A malformed scheme: what looks like the user may be the secret.
+            ("mqtt:://aa0:@", "mqtt:://***@"),
             ("mqtt:u:pw@h", "***@h"),
             ("u:pw@h", "***@h"),
             // A path with `@` is hidden with the user part: hiding too much is the safe side.

@@ -420,7 +420,7 @@ fn gate_one(
         t.failure = Some(gate::reason(
             node,
             None,
-            "wave_timeout",
+            schemas::error_code::WAVE_TIMEOUT,
             &format!(
                 "did not pass the health gate within {} (waveTimeout)",
                 humantime::format_duration(std::time::Duration::from_millis(timeout_ms))
