@@ -520,7 +520,7 @@ fn transient_failures_past_the_budget_stay_failed_and_retrying_until_they_heal()
         RuntimeError::PullFailed("dial tcp 127.0.0.1:5000: connect: connection refused".into());
     let mut m = Memory::default();
     let mut now = t0;
-    let mut fail = |m: &mut Memory, now: Instant, e: &RuntimeError, wall: SystemTime| {
+    let fail = |m: &mut Memory, now: Instant, e: &RuntimeError, wall: SystemTime| {
         m.record_failure(&key, &db.spec_hash, e, limits, now, wall, 0.0)
     };
 
