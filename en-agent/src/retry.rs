@@ -2,11 +2,14 @@
 //!
 //! Pure (no clock, no randomness of its own: callers pass `now` and a `jitter` in
 //! `[0, 1)`). [`after_failure`] decides what a failed engine call means for its component
-//! from the error's [`ErrorKind`], the attempts already spent and the deployment's
-//! [`FailurePolicy`]; the planner's memory (`plan::Memory::record_failure`) records the
-//! answer and the planner reads it back (no action before `next_try`, none at all once
-//! `failed`). Crash restarts, health restarts and the agent's own reconnects to the engine
-//! wait with [`backoff`].
+//! from the error's [`ErrorKind`], the attempts already spent, the deployment's
+//! [`FailurePolicy`] and the agent's `retry_max_backoff` ([`Limits`]): within the attempt
+//! budget every counted failure is retried; past it a transient cause is still retried for
+//! ever (reported `failed` + `retrying`, backoff capped at `retry_max_backoff`) and a
+//! permanent one gives up until a new generation. The planner's memory
+//! (`plan::Memory::record_failure`) records the answer and the planner reads it back (no
+//! action before `next_try`, none at all once failed for good). Crash restarts, health
+//! restarts and the agent's own reconnects to the engine wait with [`backoff`].
 
 use schemas::wire::FailurePolicy;
 use std::time::{Duration, Instant};
