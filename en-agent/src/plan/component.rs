@@ -107,10 +107,8 @@ impl Step {
                 .or_else(|| cx.others.first().map(|c| (*c).clone())),
             attempts: m.map_or(0, |m| m.attempts),
             agent_restarts,
-            retrying: m.is_some_and(|m| m.failed && m.retrying),
-            next_attempt_at: m
-                .filter(|m| m.failed && m.retrying)
-                .and_then(|m| m.next_attempt_at.clone()),
+            retrying: false,
+            next_attempt_at: None,
         };
         if cx.crashes() > 0 {
             view.attempts = view.attempts.max(cx.crashes());
@@ -130,9 +128,13 @@ impl Step {
         }
     }
 
+    /// Sets the state, and clears `retrying`: only [`gave_up`] and [`dependency_failed`]
+    /// mark a failure as still retried, after setting it.
     fn set(&mut self, state: State, reason: impl Into<String>) {
         self.view.state = state;
         self.view.reason = reason.into();
+        self.view.retrying = false;
+        self.view.next_attempt_at = None;
     }
 }
 
@@ -198,6 +200,8 @@ fn gave_up(cx: &Ctx<'_>, s: &mut Step) -> bool {
         return true;
     }
     s.set(State::Failed, "attempt limit reached, retrying");
+    s.view.retrying = true;
+    s.view.next_attempt_at = m.next_attempt_at.clone();
     if cx.retry_gated() {
         s.wake(m.next_try);
         return true;

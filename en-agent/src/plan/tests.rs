@@ -648,3 +648,29 @@ fn a_retrying_component_that_heals_is_installed_and_forgets_its_failure() {
     let c = &m.comps[&key];
     assert!(!c.failed && !c.retrying && c.attempts == 0 && c.last_error.is_none());
 }
+
+#[test]
+fn a_permanent_failure_found_while_retrying_is_not_reported_retrying() {
+    let id = Identity::new("s", "n");
+    let now = Instant::now();
+    let web = comp("web", "r/web:1", &[]);
+    let d = doc(vec![web.clone()]);
+    let key = ("d".to_owned(), "web".to_owned());
+    let mut m = refreshed(&[("d", &web)]);
+    let e = m.entry(&key, &web.spec_hash);
+    e.failed = true;
+    e.retrying = true;
+    e.next_attempt_at = Some("2026-11-30T00:00:00.000Z".into());
+    // The retry created a container that now crash-loops past the budget.
+    e.crashes = 1_000;
+    e.last_crash = Some(now);
+    let observed = Observed {
+        containers: vec![container(&id, &web, "restarting")],
+        images: images(&["r/web:1"]),
+        ..Observed::default()
+    };
+    let p = plan(Some(&d), &observed, &m, &id, now);
+    let v = &p.components[0];
+    assert_eq!((v.state, v.reason.as_str()), (State::Failed, "crash loop"));
+    assert!(!v.retrying && v.next_attempt_at.is_none(), "{v:?}");
+}
