@@ -108,6 +108,7 @@ pub fn spawn(
         ReconcileSettings {
             stop_timeout: config.stop_timeout,
             disk_reserve_bytes: config.disk_reserve_bytes,
+            retry_max_backoff: config.retry_max_backoff,
         },
     );
     tasks.spawn(watch_changes(runtime, changes.clone(), shutdown.clone()));

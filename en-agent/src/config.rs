@@ -33,7 +33,13 @@ pub const KEYS: &[&str] = &[
     "disk_reserve_mb",
     "disk_path",
     "stop_timeout",
+    "retry_max_backoff",
 ];
+
+/// Bounds of `retry_max_backoff`: at least a second (no tight loop against a registry that
+/// is down), at most a day (a healed cause is picked up within a day).
+pub const RETRY_MAX_BACKOFF_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(86_400);
 
 /// Smallest `max_packet_size` accepted (64 KiB).
 pub const MIN_PACKET_SIZE: usize = 64 << 10;
@@ -90,6 +96,9 @@ pub struct Config {
     pub disk_path: Option<PathBuf>,
     /// Grace before SIGKILL when stopping a container (default 10 s).
     pub stop_timeout: Duration,
+    /// The longest wait between two retries of a transient failure (registry down,
+    /// network unreachable) once the attempt budget is spent (default 10 min; 1 s to 24 h).
+    pub retry_max_backoff: Duration,
 }
 
 impl Config {
@@ -117,6 +126,7 @@ impl Config {
             disk_reserve_bytes: 256 << 20,
             disk_path: None,
             stop_timeout: Duration::from_secs(10),
+            retry_max_backoff: crate::retry::DEFAULT_MAX_BACKOFF,
         }
     }
 
@@ -347,6 +357,7 @@ pub fn resolve(
             "status_debounce" => c.status_debounce = duration(k, v)?,
             "keep_alive" => c.keep_alive = duration(k, v)?,
             "stop_timeout" => c.stop_timeout = duration(k, v)?,
+            "retry_max_backoff" => c.retry_max_backoff = duration(k, v)?,
             "public_key" => c.public_key = Some(v.to_owned()),
             "public_key_file" => c.public_key_file = Some(PathBuf::from(v)),
             "broker_password_file" if !v.is_empty() => {
@@ -409,6 +420,12 @@ pub fn resolve(
         return Err(ConfigError::Invalid {
             key: "max_packet_size".into(),
             reason: format!("must be between {MIN_PACKET_SIZE} and {MAX_PACKET_SIZE} bytes"),
+        });
+    }
+    if !RETRY_MAX_BACKOFF_RANGE.contains(&c.retry_max_backoff) {
+        return Err(ConfigError::Invalid {
+            key: "retry_max_backoff".into(),
+            reason: "must be between 1s and 24h".into(),
         });
     }
     if c.resync.is_zero() || c.heartbeat.is_zero() {
@@ -493,6 +510,57 @@ mod tests {
             resolve(None, &env, &flags(&[("site", "s"), ("node", "a/b")])),
             Err(ConfigError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn retry_max_backoff_is_a_bounded_duration() {
+        let env = HashMap::new();
+        let with = |v: &str| {
+            resolve(
+                None,
+                &env,
+                &flags(&[("site", "s"), ("node", "n"), ("retry_max_backoff", v)]),
+            )
+        };
+        assert_eq!(
+            resolve(None, &env, &flags(&[("site", "s"), ("node", "n")]))
+                .expect("config")
+                .retry_max_backoff,
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            with("2s").expect("2s").retry_max_backoff,
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            with("1s").expect("1s").retry_max_backoff,
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            with("24h").expect("24h").retry_max_backoff,
+            Duration::from_secs(86_400)
+        );
+        for bad in ["999ms", "0s", "25h", "soon"] {
+            match with(bad) {
+                Err(e @ ConfigError::Invalid { .. }) => {
+                    let line = e.to_string();
+                    assert!(line.starts_with("invalid retry_max_backoff: "), "{line}");
+                    assert!(!line.contains('\n'), "{line}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let env: HashMap<String, String> =
+            [("EN_RETRY_MAX_BACKOFF".to_owned(), "30s".to_owned())].into();
+        let c = resolve(None, &env, &flags(&[("site", "s"), ("node", "n")])).expect("env");
+        assert_eq!(c.retry_max_backoff, Duration::from_secs(30));
+        let c = resolve(
+            Some("site = \"s\"\nnode = \"n\"\nretry_max_backoff = \"5m\""),
+            &HashMap::new(),
+            &BTreeMap::new(),
+        )
+        .expect("file");
+        assert_eq!(c.retry_max_backoff, Duration::from_secs(300));
     }
 
     #[test]

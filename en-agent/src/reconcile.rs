@@ -2,13 +2,13 @@
 //! record the outcome in the planner's [`Memory`].
 
 use crate::plan::{self, Action, Memory, Observed, Plan};
-use crate::retry::{ErrorKind, Retry};
+use crate::retry::{ErrorKind, Limits, Retry};
 use crate::runtime::spec::{CompKey, Identity, Ownership};
 use crate::runtime::{ContainerRuntime, RuntimeError};
 use schemas::wire::{DesiredState, ErrorInfo, FailurePolicy, RuntimeInfo};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Reconciler settings.
 #[derive(Debug, Clone)]
@@ -17,6 +17,8 @@ pub struct ReconcileSettings {
     pub stop_timeout: Duration,
     /// Free disk to keep after a pull; a pull that would go below is refused.
     pub disk_reserve_bytes: u64,
+    /// The longest wait between two retries of a transient failure (`retry_max_backoff`).
+    pub retry_max_backoff: Duration,
 }
 
 impl Default for ReconcileSettings {
@@ -24,6 +26,7 @@ impl Default for ReconcileSettings {
         ReconcileSettings {
             stop_timeout: Duration::from_secs(10),
             disk_reserve_bytes: 256 << 20,
+            retry_max_backoff: crate::retry::DEFAULT_MAX_BACKOFF,
         }
     }
 }
@@ -261,10 +264,19 @@ impl Reconciler {
                 return Outcome::Done;
             }
         }
-        let policy = Self::policy(desired, key);
-        let retry = self
-            .memory
-            .record_failure(key, hash, &e, policy, now, fastrand::f64());
+        let limits = Limits {
+            policy: Self::policy(desired, key),
+            max_backoff: self.settings.retry_max_backoff,
+        };
+        let retry = self.memory.record_failure(
+            key,
+            hash,
+            &e,
+            limits,
+            now,
+            SystemTime::now(),
+            fastrand::f64(),
+        );
         let info = e.to_info();
         match retry {
             Retry::NotCounted => {
@@ -276,7 +288,12 @@ impl Reconciler {
                 return Outcome::Unreachable(m);
             }
             Retry::GiveUp { attempts } => {
-                tracing::warn!(deployment = %key.0, component = %key.1, attempts, code = info.code, error = %info.message, "giving up");
+                tracing::warn!(deployment = %key.0, component = %key.1, attempts, code = info.code, error = %info.message, "giving up until the desired state changes");
+            }
+            Retry::Retrying {
+                attempts, delay, ..
+            } => {
+                tracing::warn!(deployment = %key.0, component = %key.1, attempts, code = info.code, error = %info.message, retry_in_ms = delay.as_millis() as u64, "failed for a transient cause, will keep retrying");
             }
             Retry::At {
                 attempts, delay, ..

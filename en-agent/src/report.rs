@@ -110,8 +110,8 @@ fn component_status(v: &CompView, observed: &Observed) -> ComponentStatus {
         repo_digest: c.and_then(|c| image.and_then(|i| repo_digest_for(&c.image, i))),
         attempts: v.attempts,
         error: v.error.clone(),
-        retrying: false,
-        next_attempt_at: None,
+        retrying: v.retrying,
+        next_attempt_at: v.next_attempt_at.clone(),
     }
 }
 

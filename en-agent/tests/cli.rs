@@ -285,6 +285,10 @@ fn invalid_configuration_exits_2_with_one_clear_line() {
         ("disk_reserve_mb", "18446744073709551615"),
         ("max_packet_size", "100"),
         ("max_packet_size", "1099511627776"),
+        // Retries of a transient failure: not a tight loop, not more than a day apart.
+        ("retry_max_backoff", "500ms"),
+        ("retry_max_backoff", "2d"),
+        ("retry_max_backoff", "often"),
     ] {
         let err = refused_config(dir.path(), &["--set", &format!("{key}={value}")]);
         assert!(err.contains(key), "{key}={value}: {err}");

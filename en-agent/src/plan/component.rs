@@ -25,8 +25,8 @@ pub(super) struct Ctx<'a> {
     pub(super) current: Option<&'a ContainerInfo>,
     /// Every other container of the component (an older spec, duplicates).
     pub(super) others: Vec<&'a ContainerInfo>,
-    /// A dependency already decided failed.
-    pub(super) dep_failed: Option<&'a str>,
+    /// A dependency already decided failed (its view: retrying or not).
+    pub(super) dep_failed: Option<&'a CompView>,
     /// A dependency not installed (yet).
     pub(super) dep_waiting: Option<&'a str>,
 }
@@ -107,6 +107,8 @@ impl Step {
                 .or_else(|| cx.others.first().map(|c| (*c).clone())),
             attempts: m.map_or(0, |m| m.attempts),
             agent_restarts,
+            retrying: false,
+            next_attempt_at: None,
         };
         if cx.crashes() > 0 {
             view.attempts = view.attempts.max(cx.crashes());
@@ -126,9 +128,13 @@ impl Step {
         }
     }
 
+    /// Sets the state, and clears `retrying`: only [`gave_up`] and [`dependency_failed`]
+    /// mark a failure as still retried, after setting it.
     fn set(&mut self, state: State, reason: impl Into<String>) {
         self.view.state = state;
         self.view.reason = reason.into();
+        self.view.retrying = false;
+        self.view.next_attempt_at = None;
     }
 }
 
@@ -150,6 +156,10 @@ pub(super) fn decide(cx: &Ctx<'_>) -> Step {
     }
     if s.view.state == State::Pending && s.view.error.is_none() && cx.memory.is_none() {
         s.view.attempts = 0;
+    }
+    if s.view.state != State::Failed {
+        s.view.retrying = false;
+        s.view.next_attempt_at = None;
     }
     s
 }
@@ -177,13 +187,26 @@ fn keep_running(cx: &Ctx<'_>, s: &mut Step) -> bool {
     true
 }
 
-/// The retry policy gave up: failed until a new generation.
+/// The attempt budget is spent: failed. For a permanent cause, until a new generation
+/// (no action). For a transient one, the component stays failed (`retrying`) while it is
+/// tried again at each capped-backoff deadline: nothing until then, then the cases below
+/// act as for a first attempt; it becomes installed by itself once an attempt succeeds.
 fn gave_up(cx: &Ctx<'_>, s: &mut Step) -> bool {
-    if !cx.memory.is_some_and(|m| m.failed) {
+    let Some(m) = cx.memory.filter(|m| m.failed) else {
         return false;
+    };
+    if !m.retrying {
+        s.set(State::Failed, "attempt limit reached");
+        return true;
     }
-    s.set(State::Failed, "attempt limit reached");
-    true
+    s.set(State::Failed, "attempt limit reached, retrying");
+    s.view.retrying = true;
+    s.view.next_attempt_at = m.next_attempt_at.clone();
+    if cx.retry_gated() {
+        s.wake(m.next_try);
+        return true;
+    }
+    false
 }
 
 /// Crashed as often as attempts are allowed: failed. Docker may keep restarting it (its
@@ -334,8 +357,11 @@ fn dependency_failed(cx: &Ctx<'_>, s: &mut Step) -> bool {
     s.set(State::Failed, "dependency failed");
     s.view.error = err(
         error_code::DEPENDENCY_FAILED,
-        format!("dependency {d} failed"),
+        format!("dependency {} failed", d.key.1),
     );
+    // Heals when the dependency heals: retrying as long as it is.
+    s.view.retrying = d.retrying;
+    s.view.next_attempt_at = d.next_attempt_at.clone();
     true
 }
 

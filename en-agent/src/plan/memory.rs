@@ -6,14 +6,14 @@
 //! a new generation starts every count afresh.
 
 use super::{pick_current, Observed, Plan};
-use crate::retry::{self, Retry};
+use crate::retry::{self, Limits, Retry};
 use crate::runtime::spec::{CompKey, Identity, Ownership};
 use crate::runtime::{label, ContainerInfo, RuntimeError};
 use schemas::component::RestartPolicy;
 use schemas::wire::{DesiredState, ErrorInfo, FailurePolicy};
 use schemas::State;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Retry and health memory of one component (or of a leftover being removed).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,8 +26,14 @@ pub struct CompMemory {
     pub next_try: Option<Instant>,
     /// Last error.
     pub last_error: Option<ErrorInfo>,
-    /// Gave up (attempt limit reached) until a new generation.
+    /// The attempt limit is reached: reported `failed` until it succeeds (transient cause,
+    /// `retrying`) or until a new generation (permanent cause).
     pub failed: bool,
+    /// Failed for a transient cause, and still tried again at `next_try` (with a backoff
+    /// capped at the agent's `retry_max_backoff`).
+    pub retrying: bool,
+    /// `next_try` on the wall clock (RFC 3339), for the report, while `retrying`.
+    pub next_attempt_at: Option<String>,
     /// The tag was pulled once for this spec (picks up a moved tag).
     pub refreshed: bool,
     /// Container the health counters are about.
@@ -64,6 +70,8 @@ impl CompMemory {
         self.next_try = None;
         self.last_error = None;
         self.failed = false;
+        self.retrying = false;
+        self.next_attempt_at = None;
         self.unhealthy_streak = 0;
         self.next_health_restart = None;
         self.crashes = 0;
@@ -190,31 +198,40 @@ impl Memory {
     }
 
     /// Records a failed engine call of `key` (at `spec_hash`) as the retry policy
-    /// ([`retry::after_failure`]) decides: attempts, last error, next try or `failed`.
+    /// ([`retry::after_failure`]) decides: attempts, last error, next try, `failed` and
+    /// `retrying`. `wall` is the wall clock at `now` (for the report's `nextAttemptAt`).
     /// Nothing is recorded when the failure does not count (the engine is down).
+    #[allow(clippy::too_many_arguments)]
     pub fn record_failure(
         &mut self,
         key: &CompKey,
         spec_hash: &str,
         error: &RuntimeError,
-        policy: FailurePolicy,
+        limits: Limits,
         now: Instant,
+        wall: SystemTime,
         jitter: f64,
     ) -> Retry {
         let spent = self.get(key, spec_hash).map_or(0, |m| m.attempts);
-        let retry = retry::after_failure(error.kind(), spent, policy, now, jitter);
-        let (attempts, next_try, failed) = match retry {
+        let retry = retry::after_failure(error.kind(), spent, limits, now, jitter);
+        let (attempts, next_try, failed, retrying) = match retry {
             Retry::NotCounted => return retry,
-            Retry::At { attempts, at, .. } => (attempts, Some(at), false),
-            Retry::GiveUp { attempts } => (attempts, None, true),
+            Retry::At { attempts, at, .. } => (attempts, Some(at), false, false),
+            Retry::Retrying { attempts, at, .. } => (attempts, Some(at), true, true),
+            Retry::GiveUp { attempts } => (attempts, None, true, false),
         };
         let m = self.entry(key, spec_hash);
         m.attempts = attempts;
         m.last_error = Some(error.to_info());
         m.next_try = next_try;
-        if failed {
-            m.failed = true;
-        }
+        // Once failed, failed until it succeeds or a new generation; a permanent error
+        // while retrying ends the retries.
+        m.failed |= failed;
+        m.retrying = retrying;
+        m.next_attempt_at = match retry {
+            Retry::Retrying { delay, .. } => Some(schemas::rfc3339(wall + delay)),
+            _ => None,
+        };
         retry
     }
 

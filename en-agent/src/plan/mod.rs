@@ -121,6 +121,10 @@ pub struct CompView {
     pub attempts: u32,
     /// Restarts by the agent for health.
     pub agent_restarts: u32,
+    /// `failed` for a transient cause (its own, or a dependency's) that is still retried.
+    pub retrying: bool,
+    /// When, while `retrying` (RFC 3339).
+    pub next_attempt_at: Option<String>,
 }
 
 /// The result of [`plan`].
@@ -306,9 +310,17 @@ fn leftovers(
             container: pick_current(containers).cloned(),
             attempts: m.map_or(0, |m| m.attempts),
             agent_restarts: 0,
+            retrying: false,
+            next_attempt_at: None,
         };
-        if m.is_some_and(|m| m.failed) {
+        let failed = m.is_some_and(|m| m.failed);
+        if failed {
             view.state = State::Failed;
+            view.retrying = m.is_some_and(|m| m.retrying);
+            view.next_attempt_at = m.and_then(|m| m.next_attempt_at.clone());
+        }
+        if failed && !view.retrying {
+            // Failed for good (until a new generation).
         } else if gated(m) {
             out.wake(m.and_then(|m| m.next_try), now);
         } else if let Some((k, _)) = needed_by {
@@ -351,7 +363,7 @@ fn deployment(
         let dep_failed = c
             .depends_on
             .iter()
-            .find(|d| views.get(*d).is_some_and(|v| v.state == State::Failed));
+            .find_map(|d| views.get(d).filter(|v| v.state == State::Failed));
         let dep_waiting = c
             .depends_on
             .iter()
@@ -364,7 +376,7 @@ fn deployment(
             key,
             current,
             others,
-            dep_failed: dep_failed.map(String::as_str),
+            dep_failed,
             dep_waiting: dep_waiting.map(String::as_str),
         });
         out.actions.extend(step.actions);
@@ -393,6 +405,8 @@ fn removed(memory: &Memory, desired_keys: &BTreeSet<CompKey>, mine: &Mine<'_>) -
                     container: None,
                     attempts: 0,
                     agent_restarts: 0,
+                    retrying: false,
+                    next_attempt_at: None,
                 });
             }
         }

@@ -495,3 +495,182 @@ fn component_cases_table() {
         assert_eq!(got, want, "{name}");
     }
 }
+
+#[test]
+fn transient_failures_past_the_budget_stay_failed_and_retrying_until_they_heal() {
+    use crate::retry::{Limits, Retry};
+    use crate::runtime::RuntimeError;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let id = Identity::new("s", "n");
+    let t0 = Instant::now();
+    let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let db = comp("db", "r/db:1", &[]);
+    let api = comp("api", "r/api:1", &["db"]);
+    let d = doc(vec![db.clone(), api.clone()]);
+    let key = ("d".to_owned(), "db".to_owned());
+    let limits = Limits {
+        policy: FailurePolicy {
+            attempts: 2,
+            backoff_ms: 1_000,
+            ..FailurePolicy::default()
+        },
+        max_backoff: Duration::from_secs(3),
+    };
+    let down =
+        RuntimeError::PullFailed("dial tcp 127.0.0.1:5000: connect: connection refused".into());
+    let mut m = Memory::default();
+    let mut now = t0;
+    let fail = |m: &mut Memory, now: Instant, e: &RuntimeError, wall: SystemTime| {
+        m.record_failure(&key, &db.spec_hash, e, limits, now, wall, 0.0)
+    };
+
+    // Within the budget: pending, not retrying, no wall-clock time in the report.
+    assert!(matches!(
+        fail(&mut m, now, &down, wall),
+        Retry::At { attempts: 1, .. }
+    ));
+    let p = plan(Some(&d), &Observed::default(), &m, &id, now);
+    assert_eq!(p.components[0].state, State::Pending);
+    assert!(!p.components[0].retrying && p.components[0].next_attempt_at.is_none());
+
+    // The budget is spent: failed, retrying, next attempt at the (capped) backoff.
+    now += Duration::from_secs(1);
+    let r = fail(&mut m, now, &down, wall);
+    assert_eq!(
+        r,
+        Retry::Retrying {
+            attempts: 2,
+            at: now + Duration::from_secs(2),
+            delay: Duration::from_secs(2)
+        }
+    );
+    let p = plan(Some(&d), &Observed::default(), &m, &id, now);
+    let (db_v, api_v) = (&p.components[0], &p.components[1]);
+    assert_eq!(db_v.state, State::Failed);
+    assert!(db_v.retrying);
+    assert_eq!(
+        db_v.next_attempt_at.as_deref(),
+        Some(schemas::rfc3339(wall + Duration::from_secs(2)).as_str())
+    );
+    assert_eq!(db_v.attempts, 2);
+    assert_eq!(
+        db_v.error.as_ref().map(|e| e.code.as_str()),
+        Some(error_code::PULL_FAILED)
+    );
+    // Its dependent is failed with it, and heals with it.
+    assert_eq!(api_v.state, State::Failed);
+    assert!(api_v.retrying);
+    assert_eq!(api_v.next_attempt_at, db_v.next_attempt_at);
+    // No action before the deadline, a wake-up at it.
+    assert!(p.actions.is_empty(), "{:?}", kinds(&p));
+    assert_eq!(p.wake_at, Some(now + Duration::from_secs(2)));
+
+    // At the deadline: tried again, still reported failed (no flapping to installing).
+    now += Duration::from_secs(2);
+    let p = plan(Some(&d), &Observed::default(), &m, &id, now);
+    assert_eq!(kinds(&p), vec!["pull db"]);
+    assert_eq!(p.components[0].state, State::Failed);
+    assert!(p.components[0].retrying);
+    // Fails again: the wait doubles up to the cap (3 s), attempts keep counting.
+    let r = fail(&mut m, now, &down, wall);
+    assert!(
+        matches!(r, Retry::Retrying { attempts: 3, delay, .. } if delay == Duration::from_secs(3)),
+        "{r:?}"
+    );
+
+    // A permanent error while retrying ends the retries: failed until a new generation.
+    now += Duration::from_secs(3);
+    let missing = RuntimeError::ImageNotFound("manifest unknown".into());
+    assert_eq!(
+        fail(&mut m, now, &missing, wall),
+        Retry::GiveUp { attempts: 4 }
+    );
+    let p = plan(
+        Some(&d),
+        &Observed::default(),
+        &m,
+        &id,
+        now + Duration::from_secs(3_600),
+    );
+    assert!(p.actions.is_empty());
+    assert_eq!(p.components[0].state, State::Failed);
+    assert!(!p.components[0].retrying && p.components[0].next_attempt_at.is_none());
+    assert!(
+        !p.components[1].retrying,
+        "a dependent of a permanent failure is not retrying"
+    );
+    assert_eq!(p.wake_at, None);
+
+    // A new generation starts afresh.
+    m.new_generation(2);
+    let c = &m.comps[&key];
+    assert!(!c.failed && !c.retrying && c.next_attempt_at.is_none() && c.attempts == 0);
+}
+
+#[test]
+fn a_retrying_component_that_heals_is_installed_and_forgets_its_failure() {
+    use crate::retry::Limits;
+    use crate::runtime::RuntimeError;
+    let id = Identity::new("s", "n");
+    let now = Instant::now();
+    let web = comp("web", "r/web:1", &[]);
+    let d = doc(vec![web.clone()]);
+    let key = ("d".to_owned(), "web".to_owned());
+    let limits = Limits::new(FailurePolicy {
+        attempts: 1,
+        ..FailurePolicy::default()
+    });
+    let mut m = refreshed(&[("d", &web)]);
+    let e = RuntimeError::Other {
+        code: error_code::START_FAILED,
+        message: "containerd: connection error".into(),
+    };
+    m.record_failure(
+        &key,
+        &web.spec_hash,
+        &e,
+        limits,
+        now,
+        std::time::SystemTime::now(),
+        0.0,
+    );
+    assert!(m.comps[&key].retrying);
+    // The container runs now (the retry succeeded): installed, and the memory is settled.
+    let observed = Observed {
+        containers: vec![container(&id, &web, "running")],
+        images: images(&["r/web:1"]),
+        ..Observed::default()
+    };
+    let p = plan(Some(&d), &observed, &m, &id, now);
+    assert_eq!(p.components[0].state, State::Installed);
+    assert!(!p.components[0].retrying && p.components[0].next_attempt_at.is_none());
+    m.settle(&p);
+    let c = &m.comps[&key];
+    assert!(!c.failed && !c.retrying && c.attempts == 0 && c.last_error.is_none());
+}
+
+#[test]
+fn a_permanent_failure_found_while_retrying_is_not_reported_retrying() {
+    let id = Identity::new("s", "n");
+    let now = Instant::now();
+    let web = comp("web", "r/web:1", &[]);
+    let d = doc(vec![web.clone()]);
+    let key = ("d".to_owned(), "web".to_owned());
+    let mut m = refreshed(&[("d", &web)]);
+    let e = m.entry(&key, &web.spec_hash);
+    e.failed = true;
+    e.retrying = true;
+    e.next_attempt_at = Some("2026-11-30T00:00:00.000Z".into());
+    // The retry created a container that now crash-loops past the budget.
+    e.crashes = 1_000;
+    e.last_crash = Some(now);
+    let observed = Observed {
+        containers: vec![container(&id, &web, "restarting")],
+        images: images(&["r/web:1"]),
+        ..Observed::default()
+    };
+    let p = plan(Some(&d), &observed, &m, &id, now);
+    let v = &p.components[0];
+    assert_eq!((v.state, v.reason.as_str()), (State::Failed, "crash loop"));
+    assert!(!v.retrying && v.next_attempt_at.is_none(), "{v:?}");
+}

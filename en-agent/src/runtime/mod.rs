@@ -120,6 +120,16 @@ pub enum RuntimeError {
     /// A name is already taken.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The engine refused the request as invalid (HTTP 400: a mount or option it does not
+    /// accept, an entrypoint that does not exist in the image): the same request fails the
+    /// same way until the desired state changes.
+    #[error("{message}")]
+    Invalid {
+        /// One of [`error_code`]'s constants (`create_failed`, `start_failed` …).
+        code: &'static str,
+        /// The engine's words.
+        message: String,
+    },
     /// Any other engine error, with the wire error code to report.
     #[error("{message}")]
     Other {
@@ -141,16 +151,29 @@ impl RuntimeError {
             RuntimeError::NoDisk(_) => error_code::NO_DISK,
             RuntimeError::PortInUse(_) => error_code::PORT_IN_USE,
             RuntimeError::NotFound(_) | RuntimeError::Conflict(_) => error_code::INTERNAL,
-            RuntimeError::Other { code, .. } => code,
+            RuntimeError::Invalid { code, .. } | RuntimeError::Other { code, .. } => code,
         }
     }
 
     /// What the failure says about retrying; [`crate::retry::after_failure`] decides on it.
+    ///
+    /// The engine unreachable or not answering in time: not counted (retried at the next
+    /// observation). A missing image or tag, a refused pull and a request the engine calls
+    /// invalid: permanent. Everything else — a registry down or unreachable (`PullFailed`:
+    /// connection refused, DNS, timeouts, 5xx), a full disk, a taken port, an engine error —
+    /// may heal by itself: transient.
     pub fn kind(&self) -> ErrorKind {
         match self {
             RuntimeError::Unreachable(_) => ErrorKind::EngineDown,
-            RuntimeError::ImageNotFound(_) | RuntimeError::PullDenied(_) => ErrorKind::Permanent,
-            _ => ErrorKind::Transient,
+            RuntimeError::ImageNotFound(_)
+            | RuntimeError::PullDenied(_)
+            | RuntimeError::Invalid { .. } => ErrorKind::Permanent,
+            RuntimeError::PullFailed(_)
+            | RuntimeError::NoDisk(_)
+            | RuntimeError::PortInUse(_)
+            | RuntimeError::NotFound(_)
+            | RuntimeError::Conflict(_)
+            | RuntimeError::Other { .. } => ErrorKind::Transient,
         }
     }
 
@@ -252,6 +275,38 @@ pub fn repo_digest_for(reference: &str, image: &ImageInfo) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_error_has_its_retry_kind() {
+        let m = || "x".to_owned();
+        let cases = [
+            (RuntimeError::Unreachable(m()), ErrorKind::EngineDown),
+            (RuntimeError::ImageNotFound(m()), ErrorKind::Permanent),
+            (RuntimeError::PullDenied(m()), ErrorKind::Permanent),
+            (
+                RuntimeError::Invalid {
+                    code: error_code::CREATE_FAILED,
+                    message: m(),
+                },
+                ErrorKind::Permanent,
+            ),
+            (RuntimeError::PullFailed(m()), ErrorKind::Transient),
+            (RuntimeError::NoDisk(m()), ErrorKind::Transient),
+            (RuntimeError::PortInUse(m()), ErrorKind::Transient),
+            (RuntimeError::NotFound(m()), ErrorKind::Transient),
+            (RuntimeError::Conflict(m()), ErrorKind::Transient),
+            (
+                RuntimeError::Other {
+                    code: error_code::START_FAILED,
+                    message: m(),
+                },
+                ErrorKind::Transient,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.kind(), want, "{e:?}");
+        }
+    }
 
     #[test]
     fn image_repo_strips_tag_and_digest_but_not_port() {
