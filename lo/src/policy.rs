@@ -123,6 +123,15 @@ pub fn decide(
                     dep: dep.clone(),
                 });
             }
+            // A failure the agent keeps retrying (a transient cause) may heal by itself:
+            // no decision until it is permanent.
+            State::Failed
+                if ds
+                    .components
+                    .iter()
+                    .filter(|c| c.state == State::Failed)
+                    .all(|c| c.retrying)
+                    && ds.components.iter().any(|c| c.state == State::Failed) => {}
             State::Failed => {
                 if let Some(mark) = rollbacks.get(&ds.name) {
                     if mark.over.to.hash == dep.hash {
@@ -170,4 +179,58 @@ pub fn decide(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::{DesiredDeployment, FailurePolicy};
+
+    #[test]
+    fn a_failure_the_agent_retries_is_no_decision_until_it_is_permanent() {
+        let dep = Dep::new(DesiredDeployment {
+            name: "web".into(),
+            commit: "c2".into(),
+            policy: FailurePolicy {
+                on_failure: OnFailure::Rollback,
+                ..FailurePolicy::default()
+            },
+            components: vec![],
+        });
+        let desired = NodeDesired {
+            revision: schemas::Revision {
+                commit: "c2".into(),
+                path: "sites/s1".into(),
+            },
+            deployments: vec![dep].into(),
+        };
+        let mut status: NodeStatus =
+            serde_json::from_str(include_str!("../../schemas/examples/status.json"))
+                .expect("example status");
+        status.observed_generation = 2;
+        status.deployments.truncate(1);
+        let d = &mut status.deployments[0];
+        d.name = "web".into();
+        d.state = State::Failed;
+        for c in &mut d.components {
+            c.state = State::Failed;
+            c.retrying = true;
+        }
+        let decide_now = |s: &NodeStatus| {
+            decide(
+                &desired,
+                2,
+                s,
+                &BTreeMap::new(),
+                &BTreeMap::new(),
+                &BTreeMap::new(),
+            )
+        };
+        assert!(decide_now(&status).is_empty(), "retrying: no decision");
+        status.deployments[0].components[0].retrying = false;
+        assert!(
+            matches!(decide_now(&status)[..], [Decision::Hold { .. }]),
+            "permanent: decided"
+        );
+    }
 }
