@@ -499,4 +499,54 @@ mod tests {
         older.contents.clear();
         assert!(older.published().is_empty());
     }
+
+    #[test]
+    fn rollouts_survive_reopen_and_a_damaged_version_starts_afresh() {
+        use crate::rollout::Outcome;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Store::open(dir.path()).expect("open");
+        let dep = |image: &str, commit: &str| {
+            Dep::new(DesiredDeployment {
+                name: "web".into(),
+                commit: commit.into(),
+                policy: Default::default(),
+                components: vec![schemas::Component {
+                    name: "web".into(),
+                    image: image.into(),
+                    ..Default::default()
+                }
+                .with_hash()],
+            })
+        };
+        let mut r = Rollout::idle(Some(dep("web:1", "c1")));
+        r.candidate = Some(dep("web:2", "c2"));
+        r.phase = RolloutPhase::Progressing;
+        r.wave = 1;
+        r.wave_started_ms = 5;
+        r.nodes.insert(
+            "n1".into(),
+            Track {
+                wave: 0,
+                since_ms: 1,
+                outcome: Outcome::Passed,
+                healthy_since_ms: Some(2),
+                restarts: 1,
+                was_offline: false,
+                seen_online: true,
+                failure: None,
+            },
+        );
+        let rollouts: BTreeMap<String, Rollout> = [("web".to_owned(), r)].into();
+        s.data.set_rollouts(&rollouts);
+        s.save().expect("save");
+        let again = Store::open(dir.path()).expect("reopen");
+        assert_eq!(again.data.rollouts(), rollouts);
+        // A version that no longer hashes to its key is not trusted: that rollout is
+        // dropped (the deployment starts afresh), never resumed with the wrong spec.
+        let mut damaged = again.data.clone();
+        for spec in damaged.rollout_specs.values_mut() {
+            spec.components[0].image = "evil:1".into();
+        }
+        assert!(damaged.rollouts().is_empty());
+    }
 }

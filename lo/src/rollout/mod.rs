@@ -197,7 +197,8 @@ pub fn order<'a>(nodes: impl IntoIterator<Item = (&'a str, &'a Labels)>) -> Vec<
         .into_iter()
         .map(|(n, l)| (l.get(CANARY_LABEL).is_none_or(|v| v != "true"), n))
         .collect();
-    v.sort_unstable();
+    // Stable sort: linear on input already in name order (the inventory's).
+    v.sort();
     v.into_iter().map(|(_, n)| n).collect()
 }
 
