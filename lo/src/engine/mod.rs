@@ -36,6 +36,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// Longest a rollout's outcomes and soak clocks wait to be saved (they are re-derived from
+/// the nodes' reports after a restart: losing them only delays a wave).
+const LAZY_SAVE: Duration = Duration::from_secs(10);
+
 /// Wall-clock now, ms since the Unix epoch.
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -101,7 +105,12 @@ pub struct Engine {
     rollout: Option<RolloutSummary>,
     /// Each deployment's rollout (persisted).
     rollouts: BTreeMap<String, Rollout>,
+    /// A rollout changed what it commits to (see [`Rollout::same_commitments`]): saved
+    /// before publishing.
     rollouts_dirty: bool,
+    /// Only outcomes or soak clocks changed since the last save, since then: saved within
+    /// [`LAZY_SAVE`].
+    rollouts_lazy: Option<Instant>,
     /// The `rollout` object of each deployment, for the site status.
     views: BTreeMap<String, DeploymentRollout>,
     /// Something a rollout depends on changed (status, presence).
@@ -200,6 +209,7 @@ impl Engine {
             rollout: None,
             rollouts,
             rollouts_dirty: false,
+            rollouts_lazy: None,
             views: BTreeMap::new(),
             pace_dirty: false,
             last_reconcile: Instant::now(),
@@ -280,9 +290,10 @@ impl Engine {
             self.store.data.set_bookkeeping(&self.book);
             self.book_dirty = false;
         }
-        if self.rollouts_dirty {
+        if self.rollouts_dirty || self.rollouts_lazy.is_some() {
             self.store.data.set_rollouts(&self.rollouts);
             self.rollouts_dirty = false;
+            self.rollouts_lazy = None;
         }
         if let Err(e) = self.store.save() {
             tracing::error!(error = %e, "cannot save the state");
@@ -475,8 +486,18 @@ impl Engine {
             }
         }
         if out.rollouts != self.rollouts {
+            let committed = out.rollouts.len() == self.rollouts.len()
+                && out
+                    .rollouts
+                    .iter()
+                    .zip(&self.rollouts)
+                    .all(|((a, x), (b, y))| a == b && x.same_commitments(y));
+            if committed {
+                self.rollouts_lazy.get_or_insert_with(Instant::now);
+            } else {
+                self.rollouts_dirty = true;
+            }
             self.rollouts = out.rollouts;
-            self.rollouts_dirty = true;
         }
         let mut phases: BTreeMap<&str, i64> = BTreeMap::new();
         for v in out.views.values() {
@@ -606,7 +627,7 @@ impl Engine {
                 self.status_dirty = true;
             }
         }
-        if self.book_dirty {
+        if self.book_dirty || self.rollouts_lazy.is_some_and(|t| t.elapsed() >= LAZY_SAVE) {
             self.save();
         }
         let plan_due = self

@@ -125,6 +125,21 @@ impl Rollout {
             && matches!(self.phase, RolloutPhase::Progressing | RolloutPhase::Paused)
     }
 
+    /// Whether `other` commits to the same things: versions, phase, wave, halt and the
+    /// nodes handed the candidate. Only a change of these must be on disk before the
+    /// documents it decides go out; outcomes and soak clocks are re-derived from the
+    /// nodes' reports after a restart, so they are saved lazily.
+    pub fn same_commitments(&self, other: &Rollout) -> bool {
+        let hash = |d: &Option<Dep>| d.as_ref().map(|d| d.hash.clone());
+        hash(&self.promoted) == hash(&other.promoted)
+            && hash(&self.candidate) == hash(&other.candidate)
+            && self.phase == other.phase
+            && self.wave == other.wave
+            && self.halt == other.halt
+            && self.nodes.len() == other.nodes.len()
+            && self.nodes.keys().eq(other.nodes.keys())
+    }
+
     /// What `node` gets of this deployment.
     pub fn choice(&self, node: &str) -> Choice<'_> {
         if self.candidate.is_none() {
