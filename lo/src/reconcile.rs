@@ -142,8 +142,8 @@ pub struct ReconcileInput<'a> {
     pub fleet: &'a Fleet,
     /// Monotonic now (ms), for presence timeouts.
     pub mono_ms: u64,
-    /// Presence read back after the first CONNACK is complete: before, a node not seen
-    /// online may just not have been heard from yet (no new node is handed a candidate).
+    /// Presence read back after the first CONNACK is complete: before, a node not heard
+    /// from yet may be online (it keeps its slot in a rollout, and no wave passes over it).
     pub settled: bool,
     /// The persisted record of the document last published per node.
     pub records: &'a BTreeMap<String, PublishedRecord>,
@@ -261,9 +261,12 @@ pub fn reconcile(input: &ReconcileInput<'_>) -> Reconciled {
                     .and_then(|o| o.status.as_ref())
                     .filter(|s| Some(s.observed_generation) == generation)
                     .and_then(|s| s.deployments.iter().find(|d| &d.name == name));
+                let obs = fleet.get(node);
                 NodeIn {
                     name: node,
                     online: fleet.online(node, input.mono_ms),
+                    known: input.settled
+                        || obs.is_some_and(|o| o.presence.is_some() || o.status.is_some()),
                     report,
                 }
             })
@@ -275,7 +278,6 @@ pub fn reconcile(input: &ReconcileInput<'_>) -> Reconciled {
                 strategy: &resolved.rollout,
                 nodes: &nodes,
                 now_ms: input.now_ms,
-                settled: input.settled,
                 // Without a record: the version most nodes were handed (state of an older
                 // LO); for an LO that never handed anything (first start, lost state) the
                 // served version, as the deletion guard trusts the first revision.
@@ -339,7 +341,6 @@ pub fn reconcile(input: &ReconcileInput<'_>) -> Reconciled {
         .map(|m| {
             rollout::site_summary(
                 m,
-                input.settled,
                 rollouts
                     .iter()
                     .filter_map(|(name, r)| targeted.get(name.as_str()).map(|n| (r, n.as_slice()))),

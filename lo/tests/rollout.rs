@@ -233,3 +233,136 @@ async fn max_parallel_one_rolls_out_node_by_node_across_a_restart() {
     }
     lo.stop().await;
 }
+
+/// Files of a site with waves: a canary (n4, by label) soaking 1 s, then everyone.
+fn wave_files(image: &str) -> Vec<(String, Option<String>)> {
+    let nodes: Vec<String> = ["n1", "n2", "n3", "n4"]
+        .iter()
+        .map(|n| {
+            let canary = if *n == "n4" {
+                "    edgefleet.io/canary: \"true\"\n"
+            } else {
+                ""
+            };
+            node_doc(n, &format!("    role: gw\n{canary}"))
+        })
+        .collect();
+    vec![
+        (
+            format!("sites/{SITE}/site.yaml"),
+            Some(format!(
+                "apiVersion: edgefleet.io/v1\nkind: Site\nmetadata:\n  name: {SITE}\nspec:\n  rollout:\n    waves:\n      - nodes: 1\n        soak: 1s\n      - nodes: 100%\n"
+            )),
+        ),
+        (format!("sites/{SITE}/nodes.yaml"), Some(nodes.join("---\n"))),
+        (
+            format!("sites/{SITE}/web.yaml"),
+            Some(deployment_doc("web", image, "")),
+        ),
+    ]
+}
+
+fn events(nodes: &Client) -> Vec<schemas::LoEvent> {
+    let topic = Topics::default().lo(SITE, schemas::LoChannel::Events);
+    let g = nodes.inbox.lock().unwrap();
+    g.other
+        .iter()
+        .filter(|(t, _)| *t == topic)
+        .map(|(_, p)| serde_json::from_slice(p).expect("a LoEvent"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waves_go_canary_first_skip_an_offline_node_and_announce_themselves() {
+    let broker = start_broker();
+    let repo = Repo::new();
+    let c1 = commit(&repo, &wave_files("reg/web:1"), "v1");
+    let state = tempfile::tempdir().unwrap();
+    let cfg = lo::config::Config {
+        heartbeat_timeout: Duration::from_secs(120),
+        ..lo_config(repo.path(), state.path(), broker.connect_addr())
+    };
+    let lo = Lo::start(cfg).await;
+    let t = Topics::default();
+    let nodes = Client::connect(broker.connect_addr(), "nodes", None).await;
+    for topic in [
+        t.all_nodes(SITE, NodeChannel::Desired),
+        t.lo(SITE, schemas::LoChannel::Events),
+    ] {
+        nodes
+            .client
+            .subscribe(topic, rumqttc::QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    // n3 stays offline throughout (its retained Last Will says so).
+    for n in ["n1", "n2", "n3", "n4"] {
+        nodes
+            .publish(
+                t.node(SITE, n, NodeChannel::Online),
+                true,
+                presence(n != "n3", 1),
+            )
+            .await;
+    }
+    // The first revision an LO serves is promoted as it is: everybody gets it (offline
+    // n3 too, retained).
+    for n in ["n1", "n2", "n3", "n4"] {
+        let d = desired_at(&nodes, n, &c1).await;
+        if n != "n3" {
+            report(&nodes, &d, None).await;
+        }
+    }
+    let n3_v1 = nodes.last_desired("n3").unwrap();
+
+    let c2 = commit(&repo, &wave_files("reg/web:2"), "v2");
+    let canary = desired_at(&nodes, "n4", &c2).await;
+    assert_eq!(canary.deployments[0].components[0].image, "reg/web:2");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in ["n1", "n2", "n3"] {
+        assert_ne!(
+            nodes.last_desired(n).unwrap().revision.commit,
+            c2,
+            "{n} waits for the canary"
+        );
+    }
+    let json = wait_until("wave 1 in the site status", T, || {
+        lo.running
+            .shared
+            .site_status_json()
+            .filter(|v| v["deployments"][0]["rollout"]["phase"] == "progressing")
+    })
+    .await;
+    let rollout = &json["deployments"][0]["rollout"];
+    assert_eq!(rollout["wave"], 1, "{json}");
+    assert_eq!(rollout["waves"][0]["nodes"], 1, "{json}");
+    assert_eq!(rollout["waves"][1]["nodes"], 3, "{json}");
+
+    // The canary passes (installed, soaked 1 s): the online rest get it, n3 does not.
+    report(&nodes, &canary, None).await;
+    let n1 = desired_at(&nodes, "n1", &c2).await;
+    let n2 = desired_at(&nodes, "n2", &c2).await;
+    assert_eq!(
+        nodes.last_desired("n3").unwrap(),
+        n3_v1,
+        "offline n3 is skipped"
+    );
+    report(&nodes, &n1, None).await;
+    report(&nodes, &n2, None).await;
+    // Complete: v2 is promoted, and offline n3 finds it retained when it is back.
+    let n3 = desired_at(&nodes, "n3", &c2).await;
+    assert_eq!(n3.deployments[0].components[0].image, "reg/web:2");
+    let kinds = wait_until("started, wavePassed, complete on lo/events", T, || {
+        let kinds: Vec<String> = events(&nodes)
+            .iter()
+            .map(|e| e.kind.as_str().to_owned())
+            .collect();
+        (kinds.len() >= 3).then_some(kinds)
+    })
+    .await;
+    assert_eq!(kinds, ["started", "wavePassed", "complete"]);
+    let done = events(&nodes).pop().unwrap();
+    assert_eq!(done.candidate.commit, c2);
+    assert_eq!(done.wave, 2);
+    lo.stop().await;
+}

@@ -173,6 +173,10 @@ pub struct NodeIn<'a> {
     pub name: &'a str,
     /// Online now.
     pub online: bool,
+    /// The LO knows whether it is online: presence was read back after it connected (the
+    /// engine's settle time), or the node was heard from since. An unknown node in flight
+    /// still holds its `maxParallel` slot, and a wave does not pass over an unknown node.
+    pub known: bool,
     /// Its report of this deployment, from a status at the node's current generation.
     pub report: Option<&'a DeploymentStatus>,
 }
@@ -188,9 +192,6 @@ pub struct StepIn<'a> {
     pub nodes: &'a [NodeIn<'a>],
     /// Wall-clock now, ms since the Unix epoch.
     pub now_ms: u64,
-    /// Presence was read back after the LO connected. Before, a node in flight not heard
-    /// from yet still holds its `maxParallel` slot, and no wave passes.
-    pub settled: bool,
     /// The promoted version when there is no rollout record yet (the version most nodes
     /// were last handed, after an upgrade of the LO), if any.
     pub fallback_promoted: Option<&'a Dep>,
@@ -321,13 +322,11 @@ pub fn step(prev: Option<&Rollout>, input: &StepIn<'_>) -> (Rollout, Vec<Happene
     if r.phase == RolloutPhase::Paused {
         return (r, events);
     }
-    // Hand the candidate to the next nodes, and pass waves, until something must wait.
-    // Before presence is read back, a node in flight that was not heard from yet still
-    // holds its slot, and no wave passes.
-    let settled = input.settled;
+    // Hand the candidate to the next nodes, and pass waves, until something must wait. A
+    // node in flight whose presence is not known yet still holds its slot.
     loop {
         let reach = strategy.reach(r.wave, total);
-        let holds_slot = |name: &str| !settled || index.get(name).is_some_and(|n| n.online);
+        let holds_slot = |name: &str| index.get(name).is_none_or(|n| n.online || !n.known);
         let mut in_flight = r
             .nodes
             .iter()
@@ -359,14 +358,13 @@ pub fn step(prev: Option<&Rollout>, input: &StepIn<'_>) -> (Rollout, Vec<Happene
             );
             in_flight += usize::from(n.online);
         }
-        if !settled {
-            break;
-        }
-        let eligible_left = input
+        // Short of its size, a wave is full when no node left could take the candidate:
+        // none online, none whose presence is still unknown.
+        let could_take = input
             .nodes
             .iter()
-            .any(|n| n.online && !r.nodes.contains_key(n.name));
-        let full = r.nodes.len() >= reach || !eligible_left;
+            .any(|n| (n.online || !n.known) && !r.nodes.contains_key(n.name));
+        let full = r.nodes.len() >= reach || !could_take;
         // A candidate no node has tried yet is never promoted: with every node offline,
         // the rollout waits for the first to come back.
         let evidence = total == 0 || r.nodes.values().any(|t| t.outcome != Outcome::InFlight);

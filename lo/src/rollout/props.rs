@@ -120,14 +120,13 @@ proptest! {
             let nodes: Vec<NodeIn<'_>> = names
                 .iter()
                 .enumerate()
-                .map(|(i, name)| NodeIn { name, online: tick.online[i], report: reports[i].as_ref() })
+                .map(|(i, name)| NodeIn { name, online: tick.online[i], known: true, report: reports[i].as_ref() })
                 .collect();
             let (next, _) = step(prev.as_ref(), &StepIn {
                 served: &served,
                 strategy: &strategy,
                 nodes: &nodes,
                 now_ms: now,
-                settled: true,
                 fallback_promoted: None,
             });
             let same_candidate = prev.as_ref().and_then(|p| p.candidate.as_ref()).map(|c| &c.spec_hash)

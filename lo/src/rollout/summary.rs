@@ -115,11 +115,10 @@ pub struct RolloutSummary {
 pub const WAITING: &str = "waiting for its turn (rollout maxParallel)";
 
 /// Builds the site-wide summary from every deployment's rollout and its nodes: in flight,
-/// the nodes applying a candidate (before presence is read back, `settled` false, also
-/// those not heard from yet); waiting, the nodes a candidate has not reached yet.
+/// the nodes applying a candidate (online, or not known yet); waiting, the nodes a
+/// candidate has not reached yet.
 pub fn site_summary<'a>(
     max_parallel: u32,
-    settled: bool,
     rollouts: impl IntoIterator<Item = (&'a Rollout, &'a [NodeIn<'a>])>,
 ) -> RolloutSummary {
     let mut in_flight = std::collections::BTreeSet::new();
@@ -130,7 +129,7 @@ pub fn site_summary<'a>(
         }
         for n in nodes {
             match r.nodes.get(n.name) {
-                Some(t) if t.outcome == Outcome::InFlight && (n.online || !settled) => {
+                Some(t) if t.outcome == Outcome::InFlight && (n.online || !n.known) => {
                     in_flight.insert(n.name.to_owned());
                 }
                 None => {

@@ -122,6 +122,7 @@ impl Fleet {
             .map(|(i, n)| NodeIn {
                 name: n,
                 online: self.online[i],
+                known: true,
                 report: self.says[i].as_ref(),
             })
             .collect();
@@ -132,7 +133,6 @@ impl Fleet {
                 strategy,
                 nodes: &nodes,
                 now_ms,
-                settled: true,
                 fallback_promoted: None,
             },
         );
@@ -513,45 +513,85 @@ fn paused_and_unsettled_rollouts_hand_out_nothing_new() {
     let (r, _) = f.step(Some(&promoted(&v1)), &v2, &s, 0);
     assert_eq!(r.phase, RolloutPhase::Paused);
     assert!(r.nodes.is_empty());
-    // Before presence is read back: online nodes are handed the candidate, but no wave
-    // passes (a node not heard from yet may still be applying it).
-    let v2r = report(&v2, Says::Healthy(0));
-    let nodes = [
-        NodeIn {
-            name: "n1",
-            online: true,
-            report: Some(&v2r),
-        },
-        NodeIn {
-            name: "n2",
-            online: false,
-            report: None,
-        },
-    ];
-    let input = StepIn {
-        served: &v2,
-        strategy: &RolloutStrategy::default(),
-        nodes: &nodes,
-        now_ms: 0,
-        settled: false,
-        fallback_promoted: None,
+}
+
+#[test]
+fn a_node_whose_presence_is_unknown_holds_its_slot_and_its_wave() {
+    let (v1, v2) = (dep("web:1", "c1", false), dep("web:2", "c2", false));
+    let healthy = report(&v2, Says::Healthy(0));
+    let node = |name, online, known, report| NodeIn {
+        name,
+        online,
+        known,
+        report,
     };
-    let (r, _) = step(Some(&promoted(&v1)), &input);
-    assert_eq!(handed(&r), vec!["n1", "n2"]);
-    let (r, ev) = step(Some(&r), &input);
-    assert!(ev.is_empty(), "no wave passes before presence settles");
-    assert_eq!(r.nodes["n1"].outcome, Outcome::Passed);
-    let (_, ev) = step(
-        Some(&r),
-        &StepIn {
-            settled: true,
-            ..input
-        },
+    let s = waves(&[(Amount::Count(1), 0), (Amount::Percent(100), 0)]);
+    let step_with = |prev: &Rollout, nodes: &[NodeIn<'_>], strategy: &RolloutStrategy| {
+        step(
+            Some(prev),
+            &StepIn {
+                served: &v2,
+                strategy,
+                nodes,
+                now_ms: 0,
+                fallback_promoted: None,
+            },
+        )
+    };
+    // n2's presence is not read back yet (just after an LO restart), n3 is known offline.
+    let nodes = [
+        node("n1", true, true, Some(&healthy)),
+        node("n2", false, false, None),
+        node("n3", false, true, None),
+    ];
+    let (r, _) = step_with(&promoted(&v1), &nodes, &s);
+    assert_eq!(handed(&r), vec!["n1"]);
+    let (r, ev) = step_with(&r, &nodes, &s);
+    assert_eq!(
+        ev.iter().map(|h| h.kind).collect::<Vec<_>>(),
+        vec![K::WavePassed]
     );
+    let (r, ev) = step_with(&r, &nodes, &s);
+    assert!(
+        ev.is_empty(),
+        "n2 may be online: wave 2 does not pass over it"
+    );
+    assert_eq!(handed(&r), vec!["n1"]);
+    // n2 turns out offline: wave 2 has nobody else to take it and passes.
+    let nodes = [
+        node("n1", true, true, Some(&healthy)),
+        node("n2", false, true, None),
+        node("n3", false, true, None),
+    ];
+    let (_, ev) = step_with(&r, &nodes, &s);
     assert_eq!(
         ev.iter().map(|h| h.kind).collect::<Vec<_>>(),
         vec![K::Complete]
     );
+    // With maxParallel 1, an unknown node in flight keeps the slot.
+    let paced = RolloutStrategy {
+        max_parallel: Some(1),
+        ..RolloutStrategy::default()
+    };
+    let mut held = promoted(&v1);
+    held.candidate = Some(v2.clone());
+    held.phase = RolloutPhase::Progressing;
+    held.nodes.insert(
+        "n2".into(),
+        Track {
+            wave: 0,
+            since_ms: 0,
+            outcome: Outcome::InFlight,
+            healthy_since_ms: None,
+            restarts: 0,
+            was_offline: false,
+            seen_online: true,
+            failure: None,
+        },
+    );
+    let nodes = [node("n1", true, true, None), node("n2", false, false, None)];
+    let (r, _) = step_with(&held, &nodes, &paced);
+    assert_eq!(handed(&r), vec!["n2"], "n1 waits for n2's slot");
 }
 
 #[test]
