@@ -7,7 +7,9 @@
 //! `delete` (running, no longer desired), `restart` (same spec, unhealthy / failed / not
 //! running), `noop`. Components: `add`, `update` (image changes), `replace` (same image,
 //! other settings change: the container is recreated), `remove`. An offline node's actions
-//! are computed all the same and the node is marked `waiting`.
+//! are computed all the same and the node is marked `waiting`. [`waves`] adds the rollout
+//! view: which wave of its deployment's rollout a node is in for each step that changes
+//! its spec, and whether it gets the new spec now.
 
 use schemas::component::Component;
 use schemas::state::{Health, State};
@@ -19,6 +21,8 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::ControlFlow;
 use std::sync::Arc;
+
+pub mod waves;
 
 /// What happens to a deployment on a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -191,6 +195,10 @@ pub struct DeploymentStep {
     /// Component steps (empty for `noop`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub components: Vec<ComponentStep>,
+    /// The node's wave in the deployment's rollout, for a step that changes its spec
+    /// (set by [`waves::annotate`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<waves::WaveView>,
 }
 
 /// The plan of one node.
@@ -200,7 +208,8 @@ pub struct NodePlan {
     pub node: String,
     /// Whether the node is online.
     pub online: bool,
-    /// Set when the node's actions wait: `waiting for node (offline)`, or rollout pacing.
+    /// Set when the node's actions wait: `waiting for node (offline)`, or its turn in a
+    /// rollout (pacing, a later wave: see [`waves::annotate`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
     /// Steps, by deployment name.
@@ -481,6 +490,7 @@ fn delete(o: &DeploymentStatus, name: Name) -> DeploymentStep {
                 reason: "deployment deleted".into(),
             })
             .collect(),
+        rollout: None,
     }
 }
 
@@ -498,6 +508,7 @@ fn install(d: &DesiredDeployment, name: Name) -> DeploymentStep {
                 reason: format!("new container from {}", c.image).into(),
             })
             .collect(),
+        rollout: None,
     }
 }
 
@@ -659,6 +670,7 @@ fn compare(d: &DesiredDeployment, o: &DeploymentStatus, name: Name) -> Deploymen
             action: DeploymentAction::Update,
             reason: reason.into(),
             components: comps,
+            rollout: None,
         }
     } else if !restart.is_empty() {
         let reason = restart
@@ -671,6 +683,7 @@ fn compare(d: &DesiredDeployment, o: &DeploymentStatus, name: Name) -> Deploymen
             action: DeploymentAction::Restart,
             reason: reason.into(),
             components: restart,
+            rollout: None,
         }
     } else {
         DeploymentStep {
@@ -678,6 +691,7 @@ fn compare(d: &DesiredDeployment, o: &DeploymentStatus, name: Name) -> Deploymen
             action: DeploymentAction::Noop,
             reason: noop_reason(o.state).into(),
             components: Vec::new(),
+            rollout: None,
         }
     }
 }
@@ -726,6 +740,9 @@ impl fmt::Display for Plan {
                     d.deployment,
                     d.reason
                 )?;
+                if let Some(r) = &d.rollout {
+                    writeln!(f, "    {r}")?;
+                }
                 for c in &d.components {
                     writeln!(
                         f,

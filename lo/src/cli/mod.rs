@@ -136,7 +136,8 @@ pub fn validate_with(
 pub type Observed = BTreeMap<String, (Option<NodeStatus>, bool)>;
 
 /// Plans the site in a working tree against `observed` (empty: nothing running; nodes
-/// without observation count as online so the plan shows what they would get).
+/// without observation count as online so the plan shows what they would get), with the
+/// wave of each node in the rollout of each deployment it would get a new spec of.
 pub fn plan_worktree(
     repo: &Path,
     site: &str,
@@ -159,12 +160,11 @@ pub fn plan_worktree(
         .collect();
     // Observed nodes that are not in the site: their deployments are deleted.
     let empty: Vec<&schemas::DesiredDeployment> = Vec::new();
+    let online = |n: &str| observed.get(n).map_or(assume_online, |(_, o)| *o);
     let mut inputs: Vec<(&str, NodeInput<'_>)> = Vec::new();
     for (n, ds) in &desired {
-        let (status, online) = observed
-            .get(*n)
-            .map(|(s, o)| (s.as_ref(), *o))
-            .unwrap_or((None, assume_online));
+        let status = observed.get(*n).and_then(|(s, _)| s.as_ref());
+        let online = online(n);
         inputs.push((
             n,
             NodeInput {
@@ -188,5 +188,11 @@ pub fn plan_worktree(
             ));
         }
     }
-    Ok(preview::plan(site, &commit, inputs))
+    let mut plan = preview::plan(site, &commit, inputs);
+    // Which wave of each deployment's rollout a node is in, as the LO would start it now.
+    let deployments = preview::waves::deployments(&docs, &inv, online);
+    preview::waves::annotate(&mut plan, &deployments, |n| {
+        observed.get(n).and_then(|(s, _)| s.as_ref())
+    });
+    Ok(plan)
 }

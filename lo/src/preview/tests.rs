@@ -48,6 +48,7 @@ mod reference {
                             reason: "deployment deleted".into(),
                         })
                         .collect(),
+                    rollout: None,
                 });
             }
         }
@@ -84,6 +85,7 @@ mod reference {
                     reason: format!("new container from {}", c.image).into(),
                 })
                 .collect(),
+            rollout: None,
         }
     }
 
@@ -172,6 +174,7 @@ mod reference {
                 action: DeploymentAction::Update,
                 reason: reason.into(),
                 components: comps,
+                rollout: None,
             }
         } else if !restart.is_empty() {
             let reason = restart
@@ -184,6 +187,7 @@ mod reference {
                 action: DeploymentAction::Restart,
                 reason: reason.into(),
                 components: restart,
+                rollout: None,
             }
         } else {
             DeploymentStep {
@@ -191,6 +195,7 @@ mod reference {
                 action: DeploymentAction::Noop,
                 reason: format!("{} at the desired spec", o.state).into(),
                 components: Vec::new(),
+                rollout: None,
             }
         }
     }
