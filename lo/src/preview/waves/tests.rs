@@ -213,6 +213,7 @@ fn stepped(s: &RolloutStrategy, order: &[(&str, bool)]) -> Vec<(Option<usize>, b
         .map(|&(name, online)| NodeIn {
             name,
             online,
+            known: true,
             report: online.then_some(&report),
         })
         .collect();
@@ -227,7 +228,6 @@ fn stepped(s: &RolloutStrategy, order: &[(&str, bool)]) -> Vec<(Option<usize>, b
                 strategy: s,
                 nodes: &nodes,
                 now_ms: 1000 + round,
-                settled: true,
                 fallback_promoted: None,
             },
         );
