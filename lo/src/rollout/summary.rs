@@ -9,8 +9,12 @@ use serde::{Deserialize, Serialize};
 /// The progress of every wave of `r` (`nodes`: the deployment's nodes in rollout order).
 pub fn waves(r: &Rollout, strategy: &RolloutStrategy, nodes: &[NodeIn<'_>]) -> Vec<WaveStatus> {
     let total = nodes.len();
-    let online: std::collections::HashSet<&str> =
-        nodes.iter().filter(|n| n.online).map(|n| n.name).collect();
+    // Only a rollout with nodes needs their presence (most deployments have none).
+    let online: std::collections::HashSet<&str> = if r.nodes.is_empty() {
+        Default::default()
+    } else {
+        nodes.iter().filter(|n| n.online).map(|n| n.name).collect()
+    };
     let mut out: Vec<WaveStatus> = (0..strategy.waves.len())
         .map(|w| {
             let before = if w == 0 {
