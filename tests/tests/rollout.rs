@@ -308,6 +308,7 @@ fn a_canary_whose_healthcheck_fails_is_rolled_back_and_no_other_node_gets_it() {
     site.push_unhealthy_image("bad");
     site.write_web("bad");
     let c2 = site.commit("web: an image whose healthcheck fails");
+    let committed = Instant::now();
 
     let r = site
         .watcher
@@ -316,7 +317,10 @@ fn a_canary_whose_healthcheck_fails_is_rolled_back_and_no_other_node_gets_it() {
             let r = deployment_rollout(s, "web")?;
             (r["phase"] == "rolledBack").then(|| r.clone())
         });
-    eprintln!("rolled back {:?} after the commit: {r}", started.elapsed());
+    eprintln!(
+        "rolled back {:?} after the commit: {r}",
+        committed.elapsed()
+    );
     assert_eq!(r["haltReason"]["node"], "node-c", "{r}");
     assert_eq!(r["wave"], 1, "{r}");
     assert_eq!(r["received"], 1, "{r}");
@@ -350,7 +354,7 @@ fn a_canary_whose_healthcheck_fails_is_rolled_back_and_no_other_node_gets_it() {
         });
     eprintln!(
         "canary back on 1.0 {:?} after the commit",
-        started.elapsed()
+        committed.elapsed()
     );
     let canary = site.desired_history("node-c");
     assert_generations_sound("node-c", &canary);
