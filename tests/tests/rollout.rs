@@ -476,6 +476,7 @@ fn waves_pass_one_by_one_and_an_lo_killed_mid_wave_resumes_without_duplicates() 
         },
     );
     let soaked = handed.duration_since(healthy);
+    eprintln!("wave 2 started {soaked:?} after the canary ran 2.0 (soak 10 s)");
     assert!(
         soaked >= Duration::from_secs(9),
         "wave 2 started {soaked:?} after the canary ran 2.0 (soak 10 s)"
