@@ -13,10 +13,12 @@
 //! - [`DockerGuard`]: removes every container, network and volume of a test site (or with
 //!   any one label, e.g. a node's).
 //! - [`Watcher`]: the latest retained payload of every topic under a site, with
-//!   [`Watcher::wait_until`].
+//!   [`Watcher::wait_until`]; [`rollout`]: its whole history, a registry outage, node
+//!   containers.
 //! - [`require_docker`] / [`require_docker_registry`] / [`require_mosquitto`]: mandatory
 //!   with `CI=true`, else skip with a one-line notice.
 
+pub mod rollout;
 pub mod site;
 pub mod tls;
 
@@ -397,7 +399,10 @@ impl Default for GitRepo {
 pub struct Registry {
     /// `127.0.0.1:<port>`.
     pub addr: String,
-    _proc: Proc,
+    // `rollout::Registry::{stop, restart}` start it again on the same port and storage.
+    proc: Proc,
+    conf: PathBuf,
+    log_dir: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -421,7 +426,9 @@ impl Registry {
         wait_port(port);
         Registry {
             addr: format!("127.0.0.1:{port}"),
-            _proc: proc,
+            proc,
+            conf,
+            log_dir: log_dir.to_path_buf(),
             _dir: dir,
         }
     }
@@ -667,6 +674,8 @@ impl Drop for DockerGuard {
 pub struct Watcher {
     latest: Arc<Mutex<BTreeMap<String, serde_json::Value>>>,
     events: Arc<Mutex<Vec<serde_json::Value>>>,
+    // Every payload but heartbeats, in arrival order (`rollout::Watcher::history`).
+    history: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
     _rt: Arc<tokio::runtime::Runtime>,
 }
 
@@ -683,7 +692,8 @@ impl Watcher {
         );
         let latest = Arc::new(Mutex::new(BTreeMap::new()));
         let events = Arc::new(Mutex::new(Vec::new()));
-        let (l, e) = (latest.clone(), events.clone());
+        let history = Arc::new(Mutex::new(Vec::new()));
+        let (l, e, h) = (latest.clone(), events.clone(), history.clone());
         let filter = format!("fleet/{site}/#");
         let id = unique("watch");
         rt.spawn(async move {
@@ -702,6 +712,9 @@ impl Watcher {
                         if p.topic.ends_with("/events") {
                             e.lock().expect("lock").push(v.clone());
                         }
+                        if !p.topic.ends_with("/heartbeat") {
+                            h.lock().expect("lock").push((p.topic.clone(), v.clone()));
+                        }
                         l.lock().expect("lock").insert(p.topic.clone(), v);
                     }
                     Ok(_) => {}
@@ -712,6 +725,7 @@ impl Watcher {
         Watcher {
             latest,
             events,
+            history,
             _rt: rt,
         }
     }

@@ -197,6 +197,11 @@ spec:
 
     /// Starts (or restarts) the agent of `node`.
     pub fn start_agent(&mut self, node: &str) {
+        self.start_agent_with(node, &[]);
+    }
+
+    /// Starts (or restarts) the agent of `node` with extra `--set key=value` settings.
+    pub fn start_agent_with(&mut self, node: &str, settings: &[&str]) {
         let mut cmd = Command::new(bin("en-agent"));
         cmd.args(["run", "--site", &self.name, "--node", node, "--broker"])
             .arg(self.broker_url())
@@ -209,6 +214,9 @@ spec:
                 &format!("container_prefix=ef-{}-{node}", self.name),
             ])
             .env("RUST_LOG", "info,en_agent=debug");
+        for s in settings {
+            cmd.args(["--set", s]);
+        }
         self.agents.insert(
             node.to_owned(),
             Proc::spawn(&format!("agent-{node}"), cmd, &self.dir()),
