@@ -13,7 +13,12 @@ pub fn waves(r: &Rollout, strategy: &RolloutStrategy, nodes: &[NodeIn<'_>]) -> V
     let online: std::collections::HashSet<&str> = if r.nodes.is_empty() {
         Default::default()
     } else {
-        nodes.iter().filter(|n| n.online).map(|n| n.name).collect()
+        // A node not heard from yet (just after an LO restart) is not counted offline.
+        nodes
+            .iter()
+            .filter(|n| n.online || !n.known)
+            .map(|n| n.name)
+            .collect()
     };
     let mut out: Vec<WaveStatus> = (0..strategy.waves.len())
         .map(|w| {
