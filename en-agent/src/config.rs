@@ -5,6 +5,7 @@
 //! [`KEYS`]; the environment variable of a key is `EN_` + its upper-case name
 //! (`state_dir` → `EN_STATE_DIR`).
 
+use crate::runtime::auth::{self, Credential, RegistryAuth};
 use schemas::BrokerUrl;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -34,7 +35,12 @@ pub const KEYS: &[&str] = &[
     "disk_path",
     "stop_timeout",
     "retry_max_backoff",
+    "registry_auth_file",
 ];
+
+/// The config file's array of registry entries (`[[registries]]`): file only, no
+/// environment or flag form (an entry has three fields).
+pub const REGISTRIES_KEY: &str = "registries";
 
 /// Bounds of `retry_max_backoff`: at least a second (no tight loop against a registry that
 /// is down), at most a day (a healed cause is picked up within a day).
@@ -99,6 +105,26 @@ pub struct Config {
     /// The longest wait between two retries of a transient failure (registry down,
     /// network unreachable) once the attempt budget is spent (default 10 min; 1 s to 24 h).
     pub retry_max_backoff: Duration,
+    /// A Docker `config.json` whose `auths` pulls authenticate with (default: none; the
+    /// agent does not read `DOCKER_CONFIG` or `~/.docker/config.json` by itself).
+    pub registry_auth_file: Option<PathBuf>,
+    /// The `[[registries]]` entries of the config file (host, user, password file).
+    pub registries: Vec<RegistryEntry>,
+    /// The credentials read from `registry_auth_file` and `registries` at resolve time
+    /// (its `Debug` shows hosts only).
+    pub registry_auth: RegistryAuth,
+}
+
+/// One `[[registries]]` entry: the password is read from `password_file`, never written in
+/// the config file, the environment or a flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryEntry {
+    /// `reg.example:5000`, `127.0.0.1:5000`, `docker.io`.
+    pub host: String,
+    /// The user name.
+    pub username: String,
+    /// The file holding the password (trimmed; at most 4 KiB).
+    pub password_file: PathBuf,
 }
 
 impl Config {
@@ -127,6 +153,9 @@ impl Config {
             disk_path: None,
             stop_timeout: Duration::from_secs(10),
             retry_max_backoff: crate::retry::DEFAULT_MAX_BACKOFF,
+            registry_auth_file: None,
+            registries: Vec::new(),
+            registry_auth: RegistryAuth::new(),
         }
     }
 
@@ -202,16 +231,23 @@ pub enum KeyFileError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Larger than any key file (4 KiB).
-    #[error("{}: larger than {MAX_KEY_FILE_BYTES} bytes, not a key file", path.display())]
+    /// Larger than such a file can be (4 KiB for a key or password).
+    #[error("{}: larger than {limit} bytes, not a key file", path.display())]
     TooLarge {
         /// The file.
         path: PathBuf,
+        /// The bound.
+        limit: u64,
     },
 }
 
 /// Reads a key file (trimmed text), bounded.
 fn read_key_file(path: &std::path::Path) -> Result<String, KeyFileError> {
+    read_bounded(path, MAX_KEY_FILE_BYTES)
+}
+
+/// Reads a text file of at most `limit` bytes (trimmed).
+fn read_bounded(path: &std::path::Path, limit: u64) -> Result<String, KeyFileError> {
     use std::io::Read as _;
     let read_err = |source| KeyFileError::Read {
         path: path.to_owned(),
@@ -219,12 +255,13 @@ fn read_key_file(path: &std::path::Path) -> Result<String, KeyFileError> {
     };
     let file = std::fs::File::open(path).map_err(read_err)?;
     let mut text = String::new();
-    file.take(MAX_KEY_FILE_BYTES + 1)
+    file.take(limit + 1)
         .read_to_string(&mut text)
         .map_err(read_err)?;
-    if text.len() as u64 > MAX_KEY_FILE_BYTES {
+    if text.len() as u64 > limit {
         return Err(KeyFileError::TooLarge {
             path: path.to_owned(),
+            limit,
         });
     }
     Ok(text.trim().to_owned())
@@ -252,11 +289,72 @@ pub enum ConfigError {
     },
 }
 
-/// Parses a TOML config file into a layer.
+/// Parses a TOML config file into a layer (without its `[[registries]]`).
 pub fn file_layer(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    parse_file(text).map(|(layer, _)| layer)
+}
+
+/// Parses one `[[registries]]` entry. Errors name the entry and the field, never a value.
+fn registry_entry(i: usize, v: &toml::Value) -> Result<RegistryEntry, ConfigError> {
+    let bad = |reason: String| ConfigError::Invalid {
+        key: format!("registries[{i}]"),
+        reason,
+    };
+    let table = v
+        .as_table()
+        .ok_or_else(|| bad("not a table ([[registries]])".into()))?;
+    let text = |field: &str| -> Result<String, ConfigError> {
+        match table.get(field) {
+            Some(toml::Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+            Some(_) => Err(bad(format!("{field}: must be a non-empty string"))),
+            None => Err(bad(format!("{field}: missing"))),
+        }
+    };
+    for k in table.keys() {
+        match k.as_str() {
+            "host" | "username" | "password_file" => {}
+            "password" | "auth" | "identitytoken" => {
+                return Err(bad(format!(
+                    "{k}: a secret is not accepted in the config file; use password_file"
+                )))
+            }
+            other => return Err(bad(format!("unknown field {other:?}"))),
+        }
+    }
+    let host = text("host")?;
+    auth::normalize_host(&host).map_err(&bad)?;
+    let username = text("username")?;
+    if username.contains(':') || username.chars().any(char::is_control) {
+        return Err(bad(
+            "username: must not hold ':' or control characters".into()
+        ));
+    }
+    let password_file = PathBuf::from(text("password_file")?);
+    Ok(RegistryEntry {
+        host,
+        username,
+        password_file,
+    })
+}
+
+/// Parses a TOML config file into a layer and its `[[registries]]` entries.
+pub fn parse_file(
+    text: &str,
+) -> Result<(BTreeMap<String, String>, Vec<RegistryEntry>), ConfigError> {
     let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::File(e.to_string()))?;
     let mut out = BTreeMap::new();
+    let mut registries = Vec::new();
     for (k, v) in table {
+        if k == REGISTRIES_KEY {
+            let list = v.as_array().ok_or_else(|| ConfigError::Invalid {
+                key: k.clone(),
+                reason: "must be an array of tables ([[registries]])".into(),
+            })?;
+            for (i, entry) in list.iter().enumerate() {
+                registries.push(registry_entry(i, entry)?);
+            }
+            continue;
+        }
         if !KEYS.contains(&k.as_str()) {
             return Err(ConfigError::UnknownKey(k));
         }
@@ -273,7 +371,46 @@ pub fn file_layer(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
         };
         out.insert(k, s);
     }
-    Ok(out)
+    Ok((out, registries))
+}
+
+/// Reads `registry_auth_file` and every entry's `password_file` (bounded) into the
+/// credentials pulls send. Errors name the key and the file, never a secret.
+fn registry_auth(c: &Config) -> Result<RegistryAuth, ConfigError> {
+    let mut a = RegistryAuth::new();
+    if let Some(p) = &c.registry_auth_file {
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: "registry_auth_file".into(),
+            reason: format!("{}: {reason}", p.display()),
+        };
+        let text = read_bounded(p, auth::MAX_DOCKER_CONFIG_BYTES).map_err(|e| match e {
+            KeyFileError::Read { source, .. } => invalid(source.to_string()),
+            KeyFileError::TooLarge { limit, .. } => invalid(format!(
+                "larger than {limit} bytes, not a Docker config.json"
+            )),
+        })?;
+        a.add_docker_config(&text).map_err(invalid)?;
+    }
+    for (i, r) in c.registries.iter().enumerate() {
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: format!("registries[{i}].password_file"),
+            reason,
+        };
+        let password = read_key_file(&r.password_file).map_err(|e| invalid(e.to_string()))?;
+        if password.is_empty() {
+            return Err(invalid(format!("{}: empty", r.password_file.display())));
+        }
+        a.insert(
+            &r.host,
+            auth::Source::AgentConfig,
+            Credential::basic(&r.username, &password),
+        )
+        .map_err(|e| ConfigError::Invalid {
+            key: format!("registries[{i}].host"),
+            reason: e,
+        })?;
+    }
+    Ok(a)
 }
 
 /// Picks the `EN_…` variables of the environment map into a layer.
@@ -309,9 +446,9 @@ pub fn resolve(
     env: &HashMap<String, String>,
     flags: &BTreeMap<String, String>,
 ) -> Result<Config, ConfigError> {
-    let mut m = match file {
-        Some(text) => file_layer(text)?,
-        None => BTreeMap::new(),
+    let (mut m, registries) = match file {
+        Some(text) => parse_file(text)?,
+        None => (BTreeMap::new(), Vec::new()),
     };
     m.extend(env_layer(env));
     for (k, v) in flags {
@@ -335,6 +472,7 @@ pub fn resolve(
         })?;
     }
     let mut c = Config::new(&site, &node);
+    c.registries = registries;
     for (k, v) in &m {
         let v = v.as_str();
         match k.as_str() {
@@ -379,6 +517,7 @@ pub fn resolve(
                     })?
             }
             "disk_path" => c.disk_path = Some(PathBuf::from(v)),
+            "registry_auth_file" if !v.is_empty() => c.registry_auth_file = Some(PathBuf::from(v)),
             _ => {}
         }
     }
@@ -400,6 +539,7 @@ pub fn resolve(
         }
         broker.password = Some(password);
     }
+    c.registry_auth = registry_auth(&c)?;
     // A root with wildcards or empty levels would subscribe to other nodes' topics or
     // publish where nobody listens.
     schemas::validate_root(&c.topic_root).map_err(|e| ConfigError::Invalid {
@@ -583,6 +723,129 @@ mod tests {
         assert_eq!(broker.username.as_deref(), Some("node-1"));
         assert_eq!(broker.password.as_deref(), Some("from-file"));
         assert!(!format!("{c:?}").contains("from-file"), "Debug hides it");
+    }
+
+    fn secret_files(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+        let pw = dir.join("reg.pass");
+        std::fs::write(&pw, "agent-s3cret\n").expect("write");
+        let cfg = dir.join("config.json");
+        // base64("file-user:file-s3cret")
+        std::fs::write(
+            &cfg,
+            r#"{"auths":{"127.0.0.1:5000":{"auth":"ZmlsZS11c2VyOmZpbGUtczNjcmV0"},
+                "https://index.docker.io/v1/":{"username":"hub","password":"hub-s3cret"}},
+              "credsStore":"desktop"}"#,
+        )
+        .expect("write");
+        (pw, cfg)
+    }
+
+    #[test]
+    fn registry_credentials_come_from_files_and_never_debug_print() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pw, cfg) = secret_files(dir.path());
+        let file = format!(
+            "site = \"s\"\nnode = \"n\"\nregistry_auth_file = {cfg:?}\n\
+             [[registries]]\nhost = \"127.0.0.1:5000\"\nusername = \"agent\"\npassword_file = {pw:?}\n"
+        );
+        let c = resolve(Some(&file), &HashMap::new(), &BTreeMap::new()).expect("config");
+        assert_eq!(c.registries.len(), 1);
+        assert_eq!(c.registry_auth.hosts(), ["127.0.0.1:5000", "docker.io"]);
+        assert_eq!(c.registry_auth.ignored(), ["credsStore \"desktop\""]);
+        // The agent entry wins over config.json for the same host.
+        let (host, creds) = c.registry_auth.for_image("127.0.0.1:5000/web:1");
+        assert_eq!(host, "127.0.0.1:5000");
+        let creds = creds.expect("creds");
+        assert_eq!(creds.username.as_deref(), Some("agent"));
+        assert_eq!(creds.password.as_deref(), Some("agent-s3cret"));
+        let hub = c.registry_auth.for_image("busybox").1.expect("hub");
+        assert_eq!(hub.password.as_deref(), Some("hub-s3cret"));
+        let shown = format!("{c:?} {c:#?}");
+        for secret in [
+            "agent-s3cret",
+            "file-s3cret",
+            "hub-s3cret",
+            "ZmlsZS11c2VyOmZpbGUtczNjcmV0",
+        ] {
+            assert!(!shown.contains(secret), "Debug shows {secret}: {shown}");
+        }
+        // The file path may come from the environment too (a path, not a secret).
+        let env: HashMap<String, String> = [(
+            "EN_REGISTRY_AUTH_FILE".to_owned(),
+            cfg.display().to_string(),
+        )]
+        .into();
+        let c = resolve(None, &env, &flags(&[("site", "s"), ("node", "n")])).expect("env");
+        let creds = c.registry_auth.for_image("127.0.0.1:5000/web:1").1;
+        assert_eq!(creds.and_then(|c| c.username).as_deref(), Some("file-user"));
+    }
+
+    #[test]
+    fn bad_registry_settings_name_the_key_and_file_never_the_secret() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pw, _) = secret_files(dir.path());
+        let head = "site = \"s\"\nnode = \"n\"\n";
+        let entry = |body: &str| format!("{head}[[registries]]\n{body}\n");
+        let refused = |text: &str| -> String {
+            match resolve(Some(text), &HashMap::new(), &BTreeMap::new()) {
+                Err(e) => e.to_string(),
+                Ok(c) => panic!("accepted: {c:?}"),
+            }
+        };
+        let e = refused(&entry(
+            "host = \"r:5000\"\nusername = \"u\"\npassword = \"inline-s3cret\"",
+        ));
+        assert!(
+            e.contains("registries[0]") && e.contains("password_file"),
+            "{e}"
+        );
+        assert!(!e.contains("inline-s3cret"), "{e}");
+        let e = refused(&entry(&format!(
+            "host = \"r:5000\"\nusername = \"u\"\npassword_file = {pw:?}\ncolour = \"x\""
+        )));
+        assert!(e.contains("unknown field \"colour\""), "{e}");
+        let e = refused(&entry(&format!(
+            "host = \"r:port\"\nusername = \"u\"\npassword_file = {pw:?}"
+        )));
+        assert!(e.contains("registries[0]"), "{e}");
+        let e = refused(&entry(
+            "host = \"r:5000\"\nusername = \"u\"\npassword_file = \"/nope/x\"",
+        ));
+        assert!(
+            e.contains("registries[0].password_file") && e.contains("/nope/x"),
+            "{e}"
+        );
+        let e = refused(&format!("{head}registries = \"r:5000\"\n"));
+        assert!(e.contains("registries"), "{e}");
+        let twice = format!("host = \"r:5000\"\nusername = \"u\"\npassword_file = {pw:?}");
+        let e = refused(&format!("{}[[registries]]\n{twice}\n", entry(&twice)));
+        assert!(e.contains("listed twice"), "{e}");
+        // config.json: missing, too large, not JSON, a bad auth: key and file, no secret.
+        let bad = dir.path().join("bad.json");
+        for (content, want) in [
+            (None, "No such file"),
+            (Some(vec![b' '; (1 << 20) + 1]), "larger than"),
+            (
+                Some(b"{\"auths\": {\"r:5000\": {\"auth\": \"leaked-s3cret\" }}".to_vec()),
+                "invalid JSON",
+            ),
+            (
+                Some(b"{\"auths\": {\"r:5000\": {\"auth\": \"leaked-s3cret\"}}}".to_vec()),
+                "auth is not base64",
+            ),
+        ] {
+            let _ = std::fs::remove_file(&bad);
+            if let Some(c) = content {
+                std::fs::write(&bad, c).expect("write");
+            }
+            let e = refused(&format!("{head}registry_auth_file = {bad:?}\n"));
+            assert!(e.starts_with("invalid registry_auth_file: "), "{e}");
+            assert!(
+                e.contains(&bad.display().to_string()) && e.contains(want),
+                "{e}"
+            );
+            assert!(!e.contains("leaked-s3cret"), "{e}");
+        }
     }
 
     #[test]

@@ -267,7 +267,20 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let docker = DockerRuntime::new(&config.docker_host, config.disk_path.clone())?;
+        // Registry credentials were read (bounded) while resolving the configuration; the
+        // log names hosts only, never a credential.
+        for what in config.registry_auth.ignored() {
+            tracing::warn!(
+                file = %config.registry_auth_file.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+                ignored = %what,
+                "registry_auth_file: credential helpers are not run by en-agent; put the credentials in auths or in [[registries]]"
+            );
+        }
+        if !config.registry_auth.is_empty() {
+            tracing::info!(hosts = ?config.registry_auth.hosts(), "registry credentials loaded");
+        }
+        let docker = DockerRuntime::new(&config.docker_host, config.disk_path.clone())?
+            .with_registry_auth(config.registry_auth.clone());
         tracing::info!(
             site = %config.site,
             node = %config.node,

@@ -4,6 +4,7 @@
 //! lazily, so an agent that starts before dockerd (or outlives a dockerd restart) simply
 //! reports `docker_unreachable` until the engine answers.
 
+use super::auth::{self, RegistryAuth};
 use super::{ContainerInfo, ContainerRuntime, ContainerSpec, EngineInfo, ImageInfo, RuntimeError};
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
@@ -49,6 +50,7 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct DockerRuntime {
     inner: Arc<Inner>,
+    auth: Arc<RegistryAuth>,
 }
 
 /// What a Docker call was doing, to classify its errors.
@@ -129,6 +131,7 @@ fn classify_message(status: Option<u16>, message: String, ctx: Ctx) -> RuntimeEr
             || status == Some(403)
             || m.contains("unauthorized")
             || m.contains("denied")
+            || m.contains("no basic auth credentials")
         {
             return RuntimeError::PullDenied(message);
         }
@@ -307,7 +310,14 @@ impl DockerRuntime {
                 client: Mutex::new(None),
                 data_root: Mutex::new(None),
             }),
+            auth: Arc::new(RegistryAuth::new()),
         })
+    }
+
+    /// Pulls send these credentials (matched by the image's registry host).
+    pub fn with_registry_auth(mut self, auth: RegistryAuth) -> Self {
+        self.auth = Arc::new(auth);
+        self
     }
 
     async fn client(&self) -> Result<Docker, RuntimeError> {
@@ -444,11 +454,21 @@ impl ContainerRuntime for DockerRuntime {
             let opts = CreateImageOptionsBuilder::new()
                 .from_image(reference)
                 .build();
-            let mut stream = d.create_image(Some(opts), None, None);
+            let (host, creds) = self.auth.for_image(reference);
+            let sent = creds.is_some();
+            // A refused pull names the registry, never the engine's words (which could
+            // echo what the registry sent back) nor, of course, the credentials.
+            let denied = |e| match e {
+                RuntimeError::PullDenied(m) => {
+                    RuntimeError::PullDenied(auth::denied_message(&host, reference, sent, &m))
+                }
+                e => e,
+            };
+            let mut stream = d.create_image(Some(opts), None, creds);
             while let Some(item) = stream.next().await {
-                let info = item.map_err(|e| classify(e, Ctx::Pull))?;
+                let info = item.map_err(|e| denied(classify(e, Ctx::Pull)))?;
                 if let Some(msg) = info.error_detail.and_then(|e| e.message) {
-                    return Err(classify_message(None, msg, Ctx::Pull));
+                    return Err(denied(classify_message(None, msg, Ctx::Pull)));
                 }
                 if let Some(s) = info.status {
                     tracing::trace!(image = %reference, status = %s, "pull progress");
@@ -712,6 +732,8 @@ mod tests {
             (None, "manifest unknown", Permanent),
             (Some(500), "pull access denied for x, repository does not exist or may require 'docker login': denied: requested access to the resource is denied", Permanent),
             (Some(401), "unauthorized: authentication required", Permanent),
+            (Some(500), "unauthorized: authentication required", Permanent),
+            (Some(500), "Head \"http://127.0.0.1:5000/v2/a/manifests/v1\": no basic auth credentials", Permanent),
             (Some(400), "invalid reference format: repository name must be lowercase", Permanent),
         ];
         for (status, msg, want) in cases {

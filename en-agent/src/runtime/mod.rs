@@ -5,6 +5,7 @@
 //! appear; `fake::FakeRuntime` (cargo feature `fake`, off by default: tests and the fleet
 //! simulator only) is an in-memory engine with knobs.
 
+pub mod auth;
 pub mod docker;
 #[cfg(feature = "fake")]
 pub mod fake;
