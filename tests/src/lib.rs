@@ -9,7 +9,7 @@
 //! - [`GitRepo`]: a repository in a temp dir with `write`/`remove`/`commit`.
 //! - [`Registry`], [`ScratchImage`] and [`build_image`]: Debian's `docker-registry` on
 //!   loopback and tiny `FROM scratch` busybox images, so pulls and digests are real;
-//!   [`docker`] / [`must_docker`] run the CLI.
+//!   [`docker`] / [`must_docker`] run the CLI; [`registry`]: the same with htpasswd auth.
 //! - [`DockerGuard`]: removes every container, network and volume of a test site (or with
 //!   any one label, e.g. a node's).
 //! - [`Watcher`]: the latest retained payload of every topic under a site, with
@@ -18,6 +18,7 @@
 //! - [`require_docker`] / [`require_docker_registry`] / [`require_mosquitto`]: mandatory
 //!   with `CI=true`, else skip with a one-line notice.
 
+pub mod registry;
 pub mod rollout;
 pub mod site;
 pub mod tls;
