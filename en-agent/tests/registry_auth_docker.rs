@@ -320,3 +320,99 @@ async fn docker_no_credential_fails_once_with_pull_denied() {
     stop.cancel();
     agent.wait().await.expect("agent stops");
 }
+
+/// The `en-agent` binary, killed on drop.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The real binary, offline, converging from a `desired.json` in its state directory, with
+/// every log level on (`RUST_LOG=trace`, bollard's included): a wrong password ends in the
+/// give-up line naming the registry, and neither the log, the process arguments (`ps`) nor
+/// its environment hold the password or the `config.json` auth.
+#[test]
+fn docker_binary_never_logs_or_shows_a_registry_secret() {
+    if !harness::require_docker_registry() {
+        return;
+    }
+    let lab = Lab::new("bn");
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("{TEST_USER}:{WRONG_PASSWORD}"));
+    let cfg = lab.file(
+        "config.json",
+        &format!(
+            "{{\"auths\": {{\"{}\": {{\"auth\": \"{auth}\"}}}}, \"credsStore\": \"desktop\"}}",
+            lab.registry.addr
+        ),
+    );
+    let state = lab.dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    std::fs::write(state.join("desired.json"), lab.doc()).expect("desired.json");
+    let config = lab.dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "site = \"ra\"\nnode = \"{node}\"\nstate_dir = {state:?}\nstop_timeout = \"2s\"\n\
+             resync = \"5s\"\ncontainer_prefix = \"ef-{node}\"\nregistry_auth_file = {cfg}\n",
+            node = lab.node
+        ),
+    )
+    .expect("agent.toml");
+    let log = lab.dir.path().join("agent.log");
+    let out = std::fs::File::create(&log).expect("log file");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_en-agent"))
+        .env_clear()
+        .env("RUST_LOG", "trace")
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().expect("log file"))
+        .stderr(out)
+        .spawn()
+        .expect("en-agent starts");
+    let agent = Running(child);
+    let pid = agent.0.id();
+    let text = harness::wait_for(
+        "the give-up line in the agent's log",
+        Duration::from_secs(90),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains("giving up until the desired state changes")
+                .then_some(text)
+        },
+    );
+    let proc_file = |name: &str| {
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/{name}")).unwrap_or_default())
+            .into_owned()
+    };
+    let (cmdline, environ) = (proc_file("cmdline"), proc_file("environ"));
+    drop(agent);
+    assert!(
+        cmdline.contains("--config"),
+        "read /proc/{pid}/cmdline: {cmdline:?}"
+    );
+    for (what, text) in [("log", &text), ("ps", &cmdline), ("environ", &environ)] {
+        assert_no_secret(what, text, &[WRONG_PASSWORD, &auth]);
+        assert!(
+            !text.to_ascii_lowercase().contains("x-registry-auth"),
+            "{what} shows the auth header"
+        );
+    }
+    let give_up = text
+        .lines()
+        .find(|l| l.contains("giving up until the desired state changes"))
+        .expect("give-up line");
+    assert!(
+        give_up.contains("pull_denied") && give_up.contains(&lab.registry.addr),
+        "{give_up}"
+    );
+    assert!(
+        text.contains("registry credentials loaded") && text.contains("credsStore"),
+        "start lines: {text}"
+    );
+}
