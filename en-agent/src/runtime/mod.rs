@@ -8,6 +8,7 @@
 pub mod docker;
 #[cfg(feature = "fake")]
 pub mod fake;
+mod logging;
 pub mod spec;
 
 pub use spec::{ContainerSpec, Mount};
