@@ -40,11 +40,13 @@ mod tests {
 
     #[test]
     fn what_git_says_is_kept_and_completed() {
-        let mut c = Component::default();
-        c.logging = Some(Logging {
-            driver: LogDriver::Local,
-            options: [("max-size".to_owned(), "1m".to_owned())].into(),
-        });
+        let mut c = Component {
+            logging: Some(Logging {
+                driver: LogDriver::Local,
+                options: [("max-size".to_owned(), "1m".to_owned())].into(),
+            }),
+            ..Component::default()
+        };
         let lc = log_config(&c);
         assert_eq!(lc.typ.as_deref(), Some("local"));
         assert_eq!(lc.config, config(&[("max-size", "1m"), ("max-file", "3")]));
