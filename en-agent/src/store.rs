@@ -182,6 +182,9 @@ pub enum ComponentProblem {
     /// A port mapping with container port 0 (shown as written).
     #[error("port mapping {0}: container port 0")]
     ContainerPortZero(String),
+    /// A `logging` that breaks `schemas::logging::Logging::check` (e.g. `max-size: -1`).
+    #[error("logging: {0}")]
+    Logging(schemas::logging::LoggingError),
     /// `specHash` is not the hash of the spec.
     #[error("specHash does not match the spec")]
     SpecHash,
@@ -278,6 +281,9 @@ fn check_numbers(c: &schemas::Component) -> Result<(), ComponentProblem> {
     }
     if let Some(p) = c.ports.iter().find(|p| p.container == 0) {
         return Err(ComponentProblem::ContainerPortZero(format!("{p:?}")));
+    }
+    if let Some(l) = &c.logging {
+        l.check().map_err(ComponentProblem::Logging)?;
     }
     Ok(())
 }

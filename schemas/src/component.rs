@@ -11,6 +11,7 @@
 //! maps, `null`, `false`, the default restart policy and update order) omitted. Omitting
 //! defaults is what keeps a hash stable when a later version adds an optional field.
 
+pub use crate::logging::{LogDriver, Logging};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -58,6 +59,11 @@ pub struct Component {
     /// How a changed spec replaces the running container.
     #[serde(default, skip_serializing_if = "is_default")]
     pub update_order: UpdateOrder,
+    /// Log driver and options as Git says (the component's `logging`, else the Site's
+    /// `spec.logging`); absent when neither says anything, and then the agent applies its
+    /// bounded default (`crate::logging::effective`), which is in no hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<Logging>,
     /// [`spec_hash`] of this component; filled by [`Component::with_hash`].
     #[serde(default)]
     pub spec_hash: String,

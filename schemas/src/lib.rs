@@ -9,6 +9,7 @@
 //! - [`wire`]: `DesiredState`, `NodeStatus`, `Event`, `Heartbeat`, `Presence`, `SiteStatus`.
 //!   Start reading here.
 //! - [`component`]: the resolved `Component` of a desired document and [`spec_hash`].
+//! - [`logging`]: a container's log driver and options, and the bounded default agents apply.
 //! - [`state`]: `State` (pending … failed), `Health`, and the most-severe-wins [`rollup`].
 //! - [`bounds`]: the limits of a desired document both sides honour (`MAX_GENERATION` …).
 //! - [`topic`]: topic builders and the strict parser; [`broker_url`]: `mqtt://` addresses.
@@ -22,6 +23,7 @@
 pub mod bounds;
 pub mod broker_url;
 pub mod component;
+pub mod logging;
 pub mod names;
 pub mod state;
 pub mod topic;

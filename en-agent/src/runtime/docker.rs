@@ -272,6 +272,7 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             memory: c.resources.memory_bytes.and_then(|m| i64::try_from(m).ok()),
             nano_cpus: c.resources.nano_cpus.and_then(|m| i64::try_from(m).ok()),
             network_mode: Some(spec.network.clone()),
+            log_config: Some(super::logging::log_config(c)),
             ..Default::default()
         }),
         networking_config: Some(NetworkingConfig {

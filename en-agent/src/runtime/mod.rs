@@ -9,6 +9,7 @@ pub mod auth;
 pub mod docker;
 #[cfg(feature = "fake")]
 pub mod fake;
+mod logging;
 pub mod spec;
 
 pub use spec::{ContainerSpec, Mount};

@@ -7,6 +7,7 @@ use super::parse::{parse_cpus, parse_duration, parse_memory, parse_port, parse_v
 use super::parse::{validate_image_reference, PortSpec, Scalar, VolumeSpec};
 use super::security::{mount_allowed, port_allowed, SecuritySpec};
 use crate::component::{Component, Healthcheck, Resources, RestartPolicy, UpdateOrder};
+use crate::logging::{LogDriver, Logging, DEFAULT_DRIVER};
 use crate::wire::DocProblem;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -53,6 +54,99 @@ pub struct ComponentSpec {
     /// `stop-first` (default) or `start-first`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_order: Option<UpdateOrder>,
+    /// Log driver and options (compose's `logging`); replaces the Site's `spec.logging`
+    /// as a whole. Without either, the agent's bounded default applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<LoggingSpec>,
+}
+
+/// Logging as written, compose's `logging: {driver, options}` (also a Site's
+/// `spec.logging`, the default of every component that sets none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoggingSpec {
+    /// `json-file` (default), `local`, `journald`, `syslog` or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// Driver options (`max-size: 10m`, `max-file: 3`, `tag`, …): at most 32, keys
+    /// `[a-z0-9_.-]{1,64}`, values of at most 1 KiB. `max-size` (1 byte to `1g`) and
+    /// `max-file` (1 to 100) only for `json-file` and `local`, which get `10m` and `3` for
+    /// whichever is missing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, LogOptionValue>,
+}
+
+/// A log option's value: text, or a whole number or boolean written without quotes
+/// (`max-file: 3`, `compress: true`), which Docker receives as text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
+#[serde(untagged)]
+pub enum LogOptionValue {
+    /// Text.
+    Str(String),
+    /// Whole number.
+    Int(i64),
+    /// Boolean.
+    Bool(bool),
+}
+
+impl std::fmt::Display for LogOptionValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogOptionValue::Str(s) => f.write_str(s),
+            LogOptionValue::Int(i) => write!(f, "{i}"),
+            LogOptionValue::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// Resolves a `logging` as written at `at` (`spec.components[0].logging` or
+/// `spec.logging`) into its wire form, reporting every problem on its field.
+pub(super) fn resolve_logging(
+    ctx: &Ctx<'_>,
+    at: &str,
+    spec: &LoggingSpec,
+    problems: &mut Vec<DocProblem>,
+) -> Option<Logging> {
+    let driver = match spec.driver.as_deref() {
+        None => DEFAULT_DRIVER,
+        Some(name) => match LogDriver::parse(name) {
+            Some(d) => d,
+            None => {
+                let known: Vec<&str> = LogDriver::ALL.iter().map(|d| d.as_str()).collect();
+                ctx.problem(
+                    problems,
+                    &format!("{at}.driver"),
+                    format!(
+                        "unsupported log driver `{}` (one of {})",
+                        crate::shorten(name, 64),
+                        known.join(", ")
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    let logging = Logging {
+        driver,
+        options: spec
+            .options
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
+    };
+    match logging.check() {
+        Ok(()) => Some(logging),
+        Err(e) => {
+            let field = match &e.option {
+                Some(key) => format!("{at}.options.{key}"),
+                None => format!("{at}.options"),
+            };
+            ctx.problem(problems, &field, e.message);
+            None
+        }
+    }
 }
 
 /// Environment, map or list form.
@@ -116,6 +210,7 @@ pub(super) fn resolve_component(
     at: &str,
     c: &ComponentSpec,
     security: &SecuritySpec,
+    site_logging: Option<&Logging>,
     problems: &mut Vec<DocProblem>,
 ) -> Component {
     let mut report = |field: &str, message: String| {
@@ -246,6 +341,10 @@ pub(super) fn resolve_component(
             "start-first cannot be used with fixed host ports (old and new container would both bind them)".into(),
         );
     }
+    let logging = match &c.logging {
+        Some(l) => resolve_logging(ctx, &format!("{at}.logging"), l, problems),
+        None => site_logging.cloned(),
+    };
     Component {
         name: c.name.clone(),
         image: c.image.clone(),
@@ -260,6 +359,7 @@ pub(super) fn resolve_component(
         resources,
         labels: c.labels.clone(),
         update_order,
+        logging,
         spec_hash: String::new(),
     }
 }

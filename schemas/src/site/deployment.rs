@@ -8,6 +8,7 @@ use super::rollout::{resolve_rollout, RolloutSpec};
 use super::security::SecuritySpec;
 use super::{Deployment, PolicySpec, ResolvedDeployment, Targets};
 use crate::component::Component;
+use crate::logging::Logging;
 use crate::names::validate_name;
 use crate::wire::{DocProblem, FailurePolicy};
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,6 +75,7 @@ pub(super) fn resolve_deployment(
     site_policy: &PolicySpec,
     site_rollout: Option<&RolloutSpec>,
     security: &SecuritySpec,
+    site_logging: Option<&Logging>,
     problems: &mut Vec<DocProblem>,
 ) -> Option<ResolvedDeployment> {
     let before = problems.len();
@@ -145,7 +147,14 @@ pub(super) fn resolve_deployment(
                 ),
             );
         }
-        components.push(resolve_component(ctx, &at, c, security, problems));
+        components.push(resolve_component(
+            ctx,
+            &at,
+            c,
+            security,
+            site_logging,
+            problems,
+        ));
     }
     // dependsOn: known names, no self-reference, no cycle.
     for (i, c) in spec.components.iter().enumerate() {

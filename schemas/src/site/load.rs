@@ -1,6 +1,7 @@
 //! Loading a site: the bounds on Git input ([`SiteLimits`]), the documents of every file
 //! read by kind, and the problems of a rejected commit ([`bound_problems`]).
 
+use super::component::resolve_logging;
 use super::context::Ctx;
 use super::deployment::{resolve_deployment, resolve_policy};
 use super::rollout::resolve_rollout;
@@ -229,6 +230,8 @@ where
     let mut problems = Vec::new();
     let mut docs = SiteDocs::default();
     let mut deployment_files: Vec<(Deployment, Ctx<'_>)> = Vec::new();
+    // The Site's `spec.logging`, resolved: the logging of every component that sets none.
+    let mut site_logging = None;
     let yaml_limits = limits.yaml();
     let mut parsed: Vec<(&str, Result<Vec<yaml::YamlDoc>, yaml::YamlError>)> = Vec::new();
     let (mut site_bytes, mut file_count, mut doc_count) = (0u64, 0usize, 0usize);
@@ -360,6 +363,10 @@ where
                             if let Some(sec) = &s.spec.security {
                                 check_security_spec(&ctx, sec, &mut problems);
                             }
+                            if let Some(logging) = &s.spec.logging {
+                                site_logging =
+                                    resolve_logging(&ctx, "spec.logging", logging, &mut problems);
+                            }
                             docs.site = Some(s);
                         }
                     }
@@ -387,6 +394,7 @@ where
             &site_policy,
             site_spec.rollout.as_ref(),
             &security,
+            site_logging.as_ref(),
             &mut problems,
         ) else {
             continue;

@@ -30,7 +30,9 @@ mod rollout;
 mod security;
 mod yaml;
 
-pub use component::{ComponentSpec, EnvSpec, HealthcheckSpec, ResourcesSpec, TestSpec};
+pub use component::{
+    ComponentSpec, EnvSpec, HealthcheckSpec, LogOptionValue, LoggingSpec, ResourcesSpec, TestSpec,
+};
 pub use load::{
     bound_problems, load_site, load_site_with, parse_yaml_values, LimitsError, SiteLimits,
 };
@@ -223,6 +225,11 @@ pub struct SiteSpec {
     /// What workloads may do and what the LO accepts from nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<SecuritySpec>,
+    /// Default logging of every component that sets none (same shape as a component's
+    /// `logging`). Without it, the agent's bounded default applies (`json-file`,
+    /// `max-size: 10m`, `max-file: 3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<LoggingSpec>,
 }
 
 /// Enrolment.
