@@ -674,9 +674,22 @@ mod tests {
         let c = with(&[("image_gc_interval", "1h"), ("image_keep_previous", "3")]).expect("set");
         assert_eq!(c.image_gc.interval, Some(Duration::from_secs(3600)));
         assert_eq!(c.image_gc.keep_previous, 3);
-        assert_eq!(with(&[("image_keep_previous", "0")]).expect("0").image_gc.keep_previous, 0);
-        for bad in [("image_keep_previous", "101"), ("image_keep_previous", "-1"), ("image_gc_interval", "soon")] {
-            assert!(matches!(with(&[bad]), Err(ConfigError::Invalid { .. })), "{bad:?}");
+        assert_eq!(
+            with(&[("image_keep_previous", "0")])
+                .expect("0")
+                .image_gc
+                .keep_previous,
+            0
+        );
+        for bad in [
+            ("image_keep_previous", "101"),
+            ("image_keep_previous", "-1"),
+            ("image_gc_interval", "soon"),
+        ] {
+            assert!(
+                matches!(with(&[bad]), Err(ConfigError::Invalid { .. })),
+                "{bad:?}"
+            );
         }
         let env: HashMap<String, String> =
             [("EN_IMAGE_GC_INTERVAL".to_owned(), "off".to_owned())].into();

@@ -42,8 +42,8 @@ impl Rig {
 
     fn start(&mut self, config: Config) {
         let stop = CancellationToken::new();
-        let agent = en_agent::spawn(config, Arc::new(self.fake.clone()), stop.clone())
-            .expect("spawn");
+        let agent =
+            en_agent::spawn(config, Arc::new(self.fake.clone()), stop.clone()).expect("spawn");
         self.agent = Some((agent, stop));
     }
 
@@ -55,8 +55,15 @@ impl Rig {
     }
 
     fn deploy(&self, generation: u64, image: &str) {
-        let d = doc(generation, vec![deployment("app", vec![comp("web", image)])]);
-        self.agent.as_ref().expect("agent").0.submit_desired(bytes(&d));
+        let d = doc(
+            generation,
+            vec![deployment("app", vec![comp("web", image)])],
+        );
+        self.agent
+            .as_ref()
+            .expect("agent")
+            .0
+            .submit_desired(bytes(&d));
     }
 
     async fn until(&self, what: &str, pred: impl FnMut(&NodeStatus) -> bool) -> NodeStatus {

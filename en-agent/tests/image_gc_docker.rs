@@ -36,7 +36,12 @@ fn image(tag: &str) -> ScratchImage {
 fn images(repos: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     for r in repos {
-        let list = must(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}", r]);
+        let list = must(&[
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}",
+            r,
+        ]);
         out.extend(list.lines().map(str::to_owned));
     }
     out
@@ -46,7 +51,11 @@ fn has(list: &[String], reference: &str) -> bool {
     list.iter().any(|l| l.split(' ').next() == Some(reference))
 }
 
-async fn until(agent: &AgentHandle, what: &str, pred: impl FnMut(&NodeStatus) -> bool) -> NodeStatus {
+async fn until(
+    agent: &AgentHandle,
+    what: &str,
+    pred: impl FnMut(&NodeStatus) -> bool,
+) -> NodeStatus {
     match agent.wait_status(WAIT, pred).await {
         Some(s) => s,
         None => panic!(
@@ -111,7 +120,10 @@ async fn docker_image_gc_removes_v1_keeps_v2_runs_v3_and_leaves_other_images_alo
     let watched = [repo.as_str(), unrelated.as_str(), user.as_str()];
     let before = images(&watched);
     eprintln!("docker images before v3:\n{}", before.join("\n"));
-    assert!(has(&before, &refs[0]) && has(&before, &refs[1]), "{before:?}");
+    assert!(
+        has(&before, &refs[0]) && has(&before, &refs[1]),
+        "{before:?}"
+    );
     assert!(!has(&before, &refs[2]), "{before:?}");
 
     deploy(3, &refs[2]);
@@ -128,8 +140,14 @@ async fn docker_image_gc_removes_v1_keeps_v2_runs_v3_and_leaves_other_images_alo
     assert!(!has(&after, &refs[0]), "v1 removed: {after:?}");
     assert!(has(&after, &refs[1]), "v2 kept for a rollback: {after:?}");
     assert!(has(&after, &refs[2]), "v3 runs: {after:?}");
-    assert!(has(&after, &unrelated), "never pulled by the agent: {after:?}");
-    assert!(has(&after, &user), "an unmanaged container's image: {after:?}");
+    assert!(
+        has(&after, &unrelated),
+        "never pulled by the agent: {after:?}"
+    );
+    assert!(
+        has(&after, &user),
+        "an unmanaged container's image: {after:?}"
+    );
     let web = s.deployments[0].components[0].clone();
     assert_eq!(web.image.as_deref(), Some(refs[2].as_str()));
     assert_eq!(web.container_status.as_deref(), Some("running"));
@@ -147,11 +165,24 @@ async fn docker_image_gc_removes_v1_keeps_v2_runs_v3_and_leaves_other_images_alo
 
     // Rollback to v2: no pull needed, it is there; then v3 is the previous version.
     deploy(4, &refs[1]);
-    until(&agent, "back on v2", |s| s.converged && s.observed_generation == 4).await;
+    until(&agent, "back on v2", |s| {
+        s.converged && s.observed_generation == 4
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rolled = images(&watched);
-    assert!(has(&rolled, &refs[1]) && has(&rolled, &refs[2]), "{rolled:?}");
-    assert_eq!(agent.status().borrow().as_ref().map(|s| s.agent.images_removed), Some(1));
+    assert!(
+        has(&rolled, &refs[1]) && has(&rolled, &refs[2]),
+        "{rolled:?}"
+    );
+    assert_eq!(
+        agent
+            .status()
+            .borrow()
+            .as_ref()
+            .map(|s| s.agent.images_removed),
+        Some(1)
+    );
 
     stop.cancel();
     agent.wait().await.expect("agent stops");

@@ -22,6 +22,24 @@ pub const MAX_ENTRIES: usize = 512;
 /// Largest file read (a full ledger is far below).
 const MAX_FILE_BYTES: u64 = 1 << 20;
 
+/// The file's text (`None` when absent), bounded.
+fn read(path: &Path) -> std::io::Result<Option<String>> {
+    use std::io::Read as _;
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_FILE_BYTES} bytes"
+        )));
+    }
+    Ok(Some(text))
+}
+
 /// One image a component got through a pull of the agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -71,8 +89,9 @@ impl Ledger {
     /// Reads `images.json` of `dir` (absent or unreadable: empty, so nothing is removed).
     pub fn load(dir: &Path) -> Ledger {
         let path = dir.join(FILE);
-        let entries = match crate::config::read_bounded(&path, MAX_FILE_BYTES) {
-            Ok(text) => match serde_json::from_str::<FileForm>(&text) {
+        let entries = match read(&path) {
+            Ok(None) => Vec::new(),
+            Ok(Some(text)) => match serde_json::from_str::<FileForm>(&text) {
                 Ok(f) if f.version == 1 => f.images,
                 Ok(f) => {
                     tracing::warn!(file = %path.display(), version = f.version, "unknown image record version, no image will be removed until it is rewritten");
@@ -83,13 +102,8 @@ impl Ledger {
                     Vec::new()
                 }
             },
-            Err(crate::config::KeyFileError::Read { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                Vec::new()
-            }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the image record");
+                tracing::warn!(file = %path.display(), error = %e, "cannot read the image record");
                 Vec::new()
             }
         };

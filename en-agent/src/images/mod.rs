@@ -244,6 +244,57 @@ async fn remove(rt: &dyn ContainerRuntime, r: &Removal) -> Result<(), RuntimeErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{Action, CompView};
+
+    fn view(state: State, retrying: bool) -> CompView {
+        CompView {
+            key: ("app".into(), "web".into()),
+            desired: true,
+            state,
+            reason: String::new(),
+            error: None,
+            container: None,
+            attempts: 0,
+            agent_restarts: 0,
+            retrying,
+            next_attempt_at: None,
+        }
+    }
+
+    #[test]
+    fn settled_only_when_nothing_is_in_flight() {
+        let plan = |views: Vec<CompView>, actions: Vec<Action>| Plan {
+            actions,
+            components: views,
+            wake_at: None,
+        };
+        assert!(settled(&plan(vec![], vec![])));
+        assert!(settled(&plan(
+            vec![
+                view(State::Installed, false),
+                view(State::Removed, false),
+                view(State::Failed, false)
+            ],
+            vec![]
+        )));
+        for busy in [
+            view(State::Pending, false),
+            view(State::Installing, false),
+            view(State::Removing, false),
+            view(State::Failed, true),
+        ] {
+            assert!(!settled(&plan(vec![busy.clone()], vec![])), "{busy:?}");
+        }
+        let pull = Action::Pull {
+            key: ("app".into(), "web".into()),
+            image: "r/web:v2".into(),
+            refresh: false,
+        };
+        assert!(!settled(&plan(
+            vec![view(State::Installed, false)],
+            vec![pull]
+        )));
+    }
 
     #[test]
     fn due_right_after_a_generation_then_once_per_interval_and_never_when_off() {

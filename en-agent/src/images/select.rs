@@ -238,7 +238,10 @@ mod tests {
             },
             Case {
                 name: "an image the agent never pulled is never removed",
-                images: vec![img("sha256:1", &["r/web:v1"], 1), img("sha256:8", &["mine:1"], 1)],
+                images: vec![
+                    img("sha256:1", &["r/web:v1"], 1),
+                    img("sha256:8", &["mine:1"], 1),
+                ],
                 containers: vec![],
                 desired: vec![],
                 desired_ids: vec![],
@@ -258,7 +261,10 @@ mod tests {
             },
             Case {
                 name: "a dangling image (its tag moved on) the agent pulled goes",
-                images: vec![img("sha256:1", &[], 1), img("sha256:2", &["r/web:latest"], 1)],
+                images: vec![
+                    img("sha256:1", &[], 1),
+                    img("sha256:2", &["r/web:latest"], 1),
+                ],
                 containers: vec![container("r/web:latest", "sha256:2")],
                 desired: vec!["r/web:latest"],
                 desired_ids: vec!["sha256:2"],

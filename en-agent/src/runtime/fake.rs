@@ -315,10 +315,10 @@ impl FakeRuntime {
         s.next_id += 1;
         let id = format!("{:012x}{:052x}", s.next_id, fnv(name));
         // The local image's id when present, as Docker shows it.
-        let image_id = s.images.get(image).map_or_else(
-            || format!("sha256:{:064x}", fnv(image)),
-            |i| i.id.clone(),
-        );
+        let image_id = s
+            .images
+            .get(image)
+            .map_or_else(|| format!("sha256:{:064x}", fnv(image)), |i| i.id.clone());
         s.containers.insert(
             id.clone(),
             FakeContainer {

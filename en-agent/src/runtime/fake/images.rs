@@ -81,8 +81,10 @@ impl FakeRuntime {
             s.images.remove(reference);
             return Ok(());
         }
-        let repos: std::collections::BTreeSet<&str> =
-            names.iter().map(|n| crate::runtime::image_repo(n)).collect();
+        let repos: std::collections::BTreeSet<&str> = names
+            .iter()
+            .map(|n| crate::runtime::image_repo(n))
+            .collect();
         if repos.len() > 1 {
             return Err(RuntimeError::Conflict(format!(
                 "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
