@@ -406,14 +406,16 @@ impl Core {
             }
             burst = 0;
             // Settled: images nothing needs any more may go (never while anything is in
-            // flight; see `images`).
-            let collected = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return,
-                s = self.reconciler.collect_images(desired.as_ref(), &observed, &plan, now.into_std()) => s,
-            };
-            if collected.is_some_and(|s| s.removed > 0) {
-                self.publish(&plan, &observed);
+            // flight, nor while a new document waits: it may want a previous image back).
+            if self.inbox.is_empty() {
+                let collected = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return,
+                    s = self.reconciler.collect_images(desired.as_ref(), &observed, &plan, now.into_std()) => s,
+                };
+                if collected.is_some_and(|s| s.removed > 0) {
+                    self.publish(&plan, &observed);
+                }
             }
             if let Some(w) = plan.wake_at {
                 wake = wake.min(Instant::from_std(w));

@@ -133,13 +133,15 @@ async fn v1_v2_v3_with_keep_1_removes_v1_keeps_v2_and_never_touches_foreign_imag
     assert_eq!(removals.len(), 1, "{removals:?}");
 
     // Later runs (once per interval) find nothing more to remove, and write nothing.
-    let record = std::fs::read(rig.dir.path().join("images.json")).expect("record");
+    use std::os::unix::fs::MetadataExt as _;
+    let path = rig.dir.path().join("images.json");
+    let record = std::fs::read(&path).expect("record");
+    let inode = std::fs::metadata(&path).expect("record").ino();
     tokio::time::sleep(Duration::from_secs(3 * 600)).await;
     assert_eq!(rig.fake.count_calls("remove-image"), 1);
-    assert_eq!(
-        std::fs::read(rig.dir.path().join("images.json")).expect("record"),
-        record
-    );
+    assert_eq!(std::fs::read(&path).expect("record"), record);
+    // An atomic write renames a new file in: the same inode means no write at all.
+    assert_eq!(std::fs::metadata(&path).expect("record").ino(), inode);
     rig.stop().await;
 }
 

@@ -150,9 +150,10 @@ impl ImageGc {
         id: &Identity,
         now: Instant,
     ) -> Result<Summary, RuntimeError> {
-        let images = rt.list_images().await?;
+        // A failed run waits for the next one like a finished one.
         self.last_run = Some(now);
         self.collected_generation = Some(desired.generation);
+        let images = rt.list_images().await?;
         let mut changed = false;
         // What the agent's containers run now is their component's latest image.
         for c in &observed.containers {

@@ -219,9 +219,12 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
         None
     }
     /// Every local image (top level, dangling ones included). The default (a runtime
-    /// without image listing) lists none, so image garbage collection removes nothing.
+    /// without image listing) refuses, so image garbage collection removes nothing.
     async fn list_images(&self) -> Result<Vec<LocalImage>, RuntimeError> {
-        Ok(Vec::new())
+        Err(RuntimeError::Other {
+            code: error_code::INTERNAL,
+            message: format!("{}: listing images is not supported", self.kind()),
+        })
     }
     /// Removes an image by id or name, never forced (Docker: `noprune` false, so its
     /// untagged parents go too). An image a container uses is refused with
