@@ -83,6 +83,8 @@ fn converged_status(site: &str, node: &str, nd: &NodeDesired) -> NodeStatus {
         },
         agent: AgentInfo {
             rejected_documents: 0,
+            images_removed: 0,
+            image_bytes_freed: 0,
             version: "0.1.0".to_owned(),
             uptime_s: 1,
         },

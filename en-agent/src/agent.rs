@@ -109,8 +109,10 @@ pub fn spawn(
             stop_timeout: config.stop_timeout,
             disk_reserve_bytes: config.disk_reserve_bytes,
             retry_max_backoff: config.retry_max_backoff,
+            image_gc: config.image_gc.clone(),
         },
-    );
+    )
+    .with_image_ledger(store.dir());
     tasks.spawn(watch_changes(runtime, changes.clone(), shutdown.clone()));
     if let Some(broker) = config.broker.clone() {
         let session = crate::mqtt::Session::new(
@@ -312,6 +314,8 @@ impl Core {
                 version: crate::VERSION.to_owned(),
                 uptime_s: self.started.elapsed().as_secs(),
                 rejected_documents: Counters::get(&self.counters.documents_rejected),
+                images_removed: self.reconciler.images.removed_total,
+                image_bytes_freed: self.reconciler.images.bytes_total,
             },
             self.rejected.clone(),
             schemas::now_rfc3339(),
@@ -401,6 +405,18 @@ impl Core {
                 continue;
             }
             burst = 0;
+            // Settled: images nothing needs any more may go (never while anything is in
+            // flight, nor while a new document waits: it may want a previous image back).
+            if self.inbox.is_empty() {
+                let collected = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return,
+                    s = self.reconciler.collect_images(desired.as_ref(), &observed, &plan, now.into_std()) => s,
+                };
+                if collected.is_some_and(|s| s.removed > 0) {
+                    self.publish(&plan, &observed);
+                }
+            }
             if let Some(w) = plan.wake_at {
                 wake = wake.min(Instant::from_std(w));
             }

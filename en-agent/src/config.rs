@@ -40,6 +40,8 @@ pub const KEYS: &[&str] = &[
     "stop_timeout",
     "retry_max_backoff",
     "registry_auth_file",
+    "image_gc_interval",
+    "image_keep_previous",
 ];
 
 /// The config file's array of registry entries (`[[registries]]`): file only, no
@@ -112,6 +114,9 @@ pub struct Config {
     /// A Docker `config.json` whose `auths` pulls authenticate with (default: none; the
     /// agent does not read `DOCKER_CONFIG` or `~/.docker/config.json` by itself).
     pub registry_auth_file: Option<PathBuf>,
+    /// Image garbage collection: `image_gc_interval` (default 10 min; `off` or `0`
+    /// disables it) and `image_keep_previous` (default 1, at most 100).
+    pub image_gc: crate::images::GcSettings,
     /// The `[[registries]]` entries of the config file (host, user, password file).
     pub registries: Vec<RegistryEntry>,
     /// The credentials read from `registry_auth_file` and `registries` at resolve time
@@ -146,6 +151,7 @@ impl Config {
             stop_timeout: Duration::from_secs(10),
             retry_max_backoff: crate::retry::DEFAULT_MAX_BACKOFF,
             registry_auth_file: None,
+            image_gc: crate::images::GcSettings::default(),
             registries: Vec::new(),
             registry_auth: RegistryAuth::new(),
         }
@@ -428,6 +434,21 @@ pub fn resolve(
             }
             "disk_path" => c.disk_path = Some(PathBuf::from(v)),
             "registry_auth_file" if !v.is_empty() => c.registry_auth_file = Some(PathBuf::from(v)),
+            "image_gc_interval" => {
+                c.image_gc.interval = match v {
+                    "off" | "false" | "0" => None,
+                    _ => Some(duration(k, v)?).filter(|d| !d.is_zero()),
+                }
+            }
+            "image_keep_previous" => {
+                c.image_gc.keep_previous = number(k, v)?;
+                if c.image_gc.keep_previous > crate::images::MAX_KEEP_PREVIOUS {
+                    return Err(ConfigError::Invalid {
+                        key: k.clone(),
+                        reason: format!("at most {}", crate::images::MAX_KEEP_PREVIOUS),
+                    });
+                }
+            }
             _ => {}
         }
     }
@@ -633,6 +654,47 @@ mod tests {
         assert_eq!(broker.username.as_deref(), Some("node-1"));
         assert_eq!(broker.password.as_deref(), Some("from-file"));
         assert!(!format!("{c:?}").contains("from-file"), "Debug hides it");
+    }
+
+    #[test]
+    fn image_gc_keys() {
+        let env = HashMap::new();
+        let with = |pairs: &[(&str, &str)]| {
+            let mut f = flags(&[("site", "s"), ("node", "n")]);
+            f.extend(flags(pairs));
+            resolve(None, &env, &f)
+        };
+        let c = with(&[]).expect("defaults");
+        assert_eq!(c.image_gc.interval, Some(Duration::from_secs(600)));
+        assert_eq!(c.image_gc.keep_previous, 1);
+        for off in ["off", "0", "0s", "false"] {
+            let c = with(&[("image_gc_interval", off)]).expect(off);
+            assert_eq!(c.image_gc.interval, None, "{off}");
+        }
+        let c = with(&[("image_gc_interval", "1h"), ("image_keep_previous", "3")]).expect("set");
+        assert_eq!(c.image_gc.interval, Some(Duration::from_secs(3600)));
+        assert_eq!(c.image_gc.keep_previous, 3);
+        assert_eq!(
+            with(&[("image_keep_previous", "0")])
+                .expect("0")
+                .image_gc
+                .keep_previous,
+            0
+        );
+        for bad in [
+            ("image_keep_previous", "101"),
+            ("image_keep_previous", "-1"),
+            ("image_gc_interval", "soon"),
+        ] {
+            assert!(
+                matches!(with(&[bad]), Err(ConfigError::Invalid { .. })),
+                "{bad:?}"
+            );
+        }
+        let env: HashMap<String, String> =
+            [("EN_IMAGE_GC_INTERVAL".to_owned(), "off".to_owned())].into();
+        let c = resolve(None, &env, &flags(&[("site", "s"), ("node", "n")])).expect("env");
+        assert_eq!(c.image_gc.interval, None);
     }
 
     #[test]

@@ -33,6 +33,14 @@ impl Inbox {
             .pop_front()
     }
 
+    /// True when no document waits.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     /// Resolves after the next push (or at once when a push was not waited for yet).
     pub(crate) fn notified(&self) -> Notified<'_> {
         self.notify.notified()

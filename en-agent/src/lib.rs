@@ -19,6 +19,8 @@
 //!   to a [`runtime::ContainerSpec`] (names, labels, mounts); [`runtime::docker`] is the
 //!   only place Docker types appear; `runtime::fake` (feature `fake`) is for tests and the
 //!   fleet simulator.
+//! - [`images`]: image garbage collection once the node is settled ([`images::select`]
+//!   is the pure choice, [`images::ledger`] the record of what the agent pulled).
 //! - [`report`]: pure building of `status` and `events`.
 //! - [`store`]: the state directory (atomic `desired.json`, validation guards).
 //! - [`mqtt`]: the broker session (presence + epoch + Will, subscribe, reports); it hands
@@ -34,6 +36,7 @@ pub mod config;
 pub mod counters;
 pub mod error;
 pub mod health;
+pub mod images;
 mod inbox;
 pub mod mqtt;
 pub mod plan;

@@ -19,6 +19,8 @@ pub struct ReconcileSettings {
     pub disk_reserve_bytes: u64,
     /// The longest wait between two retries of a transient failure (`retry_max_backoff`).
     pub retry_max_backoff: Duration,
+    /// Image garbage collection (`image_gc_interval`, `image_keep_previous`).
+    pub image_gc: crate::images::GcSettings,
 }
 
 impl Default for ReconcileSettings {
@@ -27,6 +29,7 @@ impl Default for ReconcileSettings {
             stop_timeout: Duration::from_secs(10),
             disk_reserve_bytes: 256 << 20,
             retry_max_backoff: crate::retry::DEFAULT_MAX_BACKOFF,
+            image_gc: crate::images::GcSettings::default(),
         }
     }
 }
@@ -53,6 +56,9 @@ pub struct Reconciler {
     settings: ReconcileSettings,
     /// The engine as last seen.
     pub runtime_info: RuntimeInfo,
+    /// Image garbage collection and the record of the images pulled (in memory until
+    /// [`Reconciler::with_image_ledger`]).
+    pub images: crate::images::ImageGc,
 }
 
 impl Reconciler {
@@ -63,10 +69,12 @@ impl Reconciler {
         settings: ReconcileSettings,
     ) -> Self {
         let kind = rt.kind().to_owned();
+        let images = crate::images::ImageGc::new(settings.image_gc.clone(), Default::default());
         Reconciler {
             rt,
             identity,
             memory: Memory::default(),
+            images,
             settings,
             runtime_info: RuntimeInfo {
                 kind,
@@ -74,6 +82,44 @@ impl Reconciler {
                 reachable: false,
                 error: None,
             },
+        }
+    }
+
+    /// Keeps the record of the images pulled in `state_dir` (`images.json`), reading it now.
+    pub fn with_image_ledger(mut self, state_dir: &std::path::Path) -> Self {
+        self.images.ledger = crate::images::Ledger::load(state_dir);
+        self
+    }
+
+    /// Runs image garbage collection when it is due: the node settled on `desired` (see
+    /// [`crate::images::settled`]) and the engine reachable. An unreachable engine marks
+    /// the runtime so; the run is tried again later.
+    pub async fn collect_images(
+        &mut self,
+        desired: Option<&DesiredState>,
+        observed: &Observed,
+        plan: &Plan,
+        now: Instant,
+    ) -> Option<crate::images::Summary> {
+        let desired = desired?;
+        if !self.runtime_info.reachable
+            || !crate::images::settled(plan)
+            || !self.images.due(desired.generation, now)
+        {
+            return None;
+        }
+        let rt = self.rt.clone();
+        let r = self
+            .images
+            .run(rt.as_ref(), desired, observed, &self.identity, now)
+            .await;
+        self.mark(&r.as_ref().map(|_| ()).map_err(Clone::clone));
+        match r {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::debug!(error = %e, "image garbage collection interrupted");
+                None
+            }
         }
     }
 
@@ -327,7 +373,14 @@ impl Reconciler {
                         )));
                     }
                 }
-                rt.pull_image(image).await
+                let before = rt.inspect_image(image).await?.map(|i| i.id);
+                rt.pull_image(image).await?;
+                // Recorded for image garbage collection (never fatal: the pull worked).
+                if let Ok(Some(after)) = rt.inspect_image(image).await {
+                    self.images
+                        .record_pull(key, image, before.as_deref(), &after.id);
+                }
+                Ok(())
             }
             Action::Create { key, spec } => {
                 tracing::info!(deployment = %key.0, component = %key.1, name = %spec.name, "creating container");

@@ -87,6 +87,8 @@ fn status(node: &str, generation: u64, deps: Vec<DeploymentStatus>) -> NodeStatu
         },
         agent: AgentInfo {
             rejected_documents: 0,
+            images_removed: 0,
+            image_bytes_freed: 0,
             version: "0".into(),
             uptime_s: 1,
         },

@@ -29,6 +29,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod images;
+
 /// How long a non-streaming Docker call may take before the engine counts as unreachable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -479,6 +481,13 @@ impl ContainerRuntime for DockerRuntime {
         }
         .await;
         self.check(r)
+    }
+
+    async fn list_images(&self) -> Result<Vec<super::LocalImage>, RuntimeError> {
+        self.images().await
+    }
+    async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
+        self.delete_image(reference).await
     }
 
     async fn free_disk_bytes(&self) -> Result<Option<u64>, RuntimeError> {

@@ -8,6 +8,8 @@
 //! restart policy: restart count, `restarting`, doubling delay). Every instance is
 //! independent.
 
+mod images;
+
 use super::{ContainerInfo, ContainerRuntime, ContainerSpec, EngineInfo, ImageInfo, RuntimeError};
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
@@ -59,6 +61,8 @@ struct State {
     containers: BTreeMap<String, FakeContainer>,
     /// Local images by reference.
     images: BTreeMap<String, ImageInfo>,
+    /// Bytes of each local image, by id.
+    image_sizes: BTreeMap<String, u64>,
     /// Pullable images: reference → (digest, size).
     registry: BTreeMap<String, (String, u64)>,
     unhealthy_images: BTreeSet<String>,
@@ -310,6 +314,11 @@ impl FakeRuntime {
         let mut s = self.lock();
         s.next_id += 1;
         let id = format!("{:012x}{:052x}", s.next_id, fnv(name));
+        // The local image's id when present, as Docker shows it.
+        let image_id = s
+            .images
+            .get(image)
+            .map_or_else(|| format!("sha256:{:064x}", fnv(image)), |i| i.id.clone());
         s.containers.insert(
             id.clone(),
             FakeContainer {
@@ -317,7 +326,7 @@ impl FakeRuntime {
                     id: id.clone(),
                     name: name.to_owned(),
                     image: image.to_owned(),
-                    image_id: format!("sha256:{:064x}", fnv(image)),
+                    image_id,
                     labels,
                     status: "running".into(),
                     ..ContainerInfo::default()
@@ -549,18 +558,27 @@ impl ContainerRuntime for FakeRuntime {
             *free -= size;
         }
         let repo = super::image_repo(reference);
-        s.images.insert(
-            reference.to_owned(),
-            ImageInfo {
-                id: format!("sha256:{:064x}", fnv(&digest)),
-                repo_digests: vec![format!("{repo}@{digest}")],
-            },
-        );
+        let id = format!("sha256:{:064x}", fnv(&digest));
+        s.image_sizes.insert(id.clone(), size);
+        let repo_digests = vec![format!("{repo}@{digest}")];
+        s.images
+            .insert(reference.to_owned(), ImageInfo { id, repo_digests });
         Ok(())
     }
 
     async fn image_size_hint(&self, reference: &str) -> Option<u64> {
         self.lock().registry.get(reference).map(|(_, size)| *size)
+    }
+
+    async fn list_images(&self) -> Result<Vec<super::LocalImage>, RuntimeError> {
+        self.enter(None, None, None).await?;
+        Ok(Self::listed_images(&self.lock()))
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
+        let call = Some(format!("remove-image {reference}"));
+        self.enter(None, None, call).await?;
+        Self::delete_image(&mut self.lock(), reference)
     }
 
     async fn free_disk_bytes(&self) -> Result<Option<u64>, RuntimeError> {

@@ -86,6 +86,22 @@ pub struct ImageInfo {
     pub repo_digests: Vec<String>,
 }
 
+/// An image as the engine lists it (`docker images`, dangling ones included).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LocalImage {
+    /// Image id (`sha256:…`).
+    pub id: String,
+    /// `repo:tag` names (none for a dangling image).
+    pub repo_tags: Vec<String>,
+    /// `repo@sha256:…` digests.
+    pub repo_digests: Vec<String>,
+    /// Bytes of its layers, as `docker images` shows them.
+    pub size: u64,
+    /// Bytes of those layers other images share, when the engine tells (Docker 23 and
+    /// later; `None` on Docker 20.10).
+    pub shared_size: Option<u64>,
+}
+
 /// The engine.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EngineInfo {
@@ -202,6 +218,23 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
     /// The download size of an image, when the runtime can tell before pulling.
     async fn image_size_hint(&self, _reference: &str) -> Option<u64> {
         None
+    }
+    /// Every local image (top level, dangling ones included). The default (a runtime
+    /// without image listing) refuses, so image garbage collection removes nothing.
+    async fn list_images(&self) -> Result<Vec<LocalImage>, RuntimeError> {
+        Err(RuntimeError::Other {
+            code: error_code::INTERNAL,
+            message: format!("{}: listing images is not supported", self.kind()),
+        })
+    }
+    /// Removes an image by id or name, never forced (Docker: `noprune` false, so its
+    /// untagged parents go too). An image a container uses is refused with
+    /// [`RuntimeError::Conflict`] (Docker's 409); an absent one is [`RuntimeError::NotFound`].
+    async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Other {
+            code: error_code::INTERNAL,
+            message: format!("{}: removing images is not supported", reference),
+        })
     }
     /// Free bytes where the engine stores images; `None` when unknown.
     async fn free_disk_bytes(&self) -> Result<Option<u64>, RuntimeError>;

@@ -334,6 +334,8 @@ fn status(rng: &mut Rng, desired: &[DesiredDeployment]) -> NodeStatus {
         },
         agent: AgentInfo {
             rejected_documents: 0,
+            images_removed: 0,
+            image_bytes_freed: 0,
             version: "0".into(),
             uptime_s: 0,
         },

@@ -316,6 +316,8 @@ pub fn status_for(doc: &DesiredState, failed: Option<&str>) -> NodeStatus {
         },
         agent: AgentInfo {
             rejected_documents: 0,
+            images_removed: 0,
+            image_bytes_freed: 0,
             version: "test".into(),
             uptime_s: 1,
         },

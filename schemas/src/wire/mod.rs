@@ -339,6 +339,13 @@ pub struct AgentInfo {
     /// missing signatures, limits); `rejected` says why the last one was.
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub rejected_documents: u64,
+    /// Images the agent's image garbage collection removed since the agent started.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub images_removed: u64,
+    /// Bytes those removals freed (each image's size less what it shared with other
+    /// images, when the engine tells; Docker 20.10 does not, so shared layers count too).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub image_bytes_freed: u64,
 }
 
 fn is_zero_u64(n: &u64) -> bool {

@@ -307,6 +307,8 @@ fn node_status(node: &str, deployments: Vec<DeploymentStatus>) -> NodeStatus {
         },
         agent: AgentInfo {
             rejected_documents: 0,
+            images_removed: 0,
+            image_bytes_freed: 0,
             version: "0".into(),
             uptime_s: 1,
         },
