@@ -43,6 +43,11 @@ impl TimedRuntime {
         }
     }
 
+    /// The fake engine underneath (to mark images unhealthy, make it crash …).
+    pub fn fake(&self) -> &FakeRuntime {
+        &self.inner
+    }
+
     /// Forgets the last first action; the next mutating call is recorded.
     pub fn arm(&self) {
         *lock(&self.armed_at) = Some(Instant::now());
