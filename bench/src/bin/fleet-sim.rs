@@ -357,6 +357,7 @@ fn rollout_scenario(args: &Args) -> anyhow::Result<bench::rollout::Scenario> {
         spawn_batch: args.spawn_batch.max(1),
         spawn_pause: Duration::from_millis(args.spawn_pause_ms),
         heartbeat: Duration::from_secs(args.heartbeat_s),
+        lo_heartbeat_timeout: None,
         state_root,
         rollback_bound: Duration::from_secs(args.rollback_bound_s),
         return_bound: Duration::from_secs(args.return_bound_s),

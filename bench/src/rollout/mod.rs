@@ -32,6 +32,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use watch::{lock, Watcher};
 
+/// See the wave figures in [`run`].
+const HANDED_SLACK: Duration = Duration::from_millis(500);
+
 /// The deployment rolled out (the only one of the site).
 pub const DEPLOYMENT: &str = "app00";
 
@@ -84,6 +87,9 @@ pub struct Scenario {
     pub spawn_pause: Duration,
     /// Agent heartbeat interval.
     pub heartbeat: Duration,
+    /// The LO's `heartbeat_timeout` (None: its default, 30 s). The LO passes no wave until
+    /// this long after it connected (presence read back); the release is committed after.
+    pub lo_heartbeat_timeout: Option<Duration>,
     /// Where the agents' state directories go.
     pub state_root: PathBuf,
     /// Bound: halt → every node that received the bad candidate reports the promoted version.
@@ -271,15 +277,20 @@ pub async fn run(sc: Scenario) -> anyhow::Result<Report> {
     )?;
     let names: Vec<String> = (0..sc.nodes).map(node_name).collect();
     let watcher = Watcher::start(broker.port, "fleet", site, &names).await?;
-    let lo = Lo::start(
+    let lo = Lo::start_with(
         sc.lo_bin.as_deref(),
         site,
         &repo.url(),
         &broker.url,
         &work.path().join("lo-state"),
         &work.path().join("lo.log"),
+        sc.lo_heartbeat_timeout,
     )
     .await?;
+    let settled_at = Instant::now()
+        + sc.lo_heartbeat_timeout
+            .unwrap_or(lo::config::Config::default().heartbeat_timeout)
+        + Duration::from_secs(1);
     eprintln!(
         "fleet-sim: rollout scenario, {} nodes, broker {}, LO {}",
         sc.nodes,
@@ -350,6 +361,17 @@ pub async fn run(sc: Scenario) -> anyhow::Result<Report> {
         eprintln!("fleet-sim: {k} nodes stopped (offline presence seen: {gone})");
         // Let the LO take the presences in.
         tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+
+    // The LO passes no wave before it settled (a heartbeat timeout after it connected):
+    // commit after that, so the waves measure the rollout, not the LO's start.
+    let wait = settled_at.saturating_duration_since(Instant::now());
+    if !wait.is_zero() {
+        eprintln!(
+            "fleet-sim: waiting {} ms for the LO to settle",
+            wait.as_millis()
+        );
+        tokio::time::sleep(wait).await;
     }
 
     // The release.
@@ -481,8 +503,22 @@ pub async fn run(sc: Scenario) -> anyhow::Result<Report> {
         .collect();
     let mut waves = Vec::new();
     if let Some(mut start) = started {
-        // The first wave's documents may cross the broker before `started` does.
-        let mut count_from = t_sync;
+        // A wave's documents go out in the reconcile that emits the previous wave's
+        // `wavePassed` (or `started`), just before the event: a document received up to
+        // HANDED_SLACK before an event belongs to the wave that event starts.
+        let passed: Vec<Instant> = s
+            .events
+            .iter()
+            .filter(|e| e.0 == "wavePassed")
+            .map(|e| e.2)
+            .collect();
+        let mut handed = vec![0usize; passed.len() + 1];
+        for r in s.received.values() {
+            if t_end.is_some_and(|e| *r > e) {
+                continue;
+            }
+            handed[passed.iter().filter(|b| **b <= *r + HANDED_SLACK).count()] += 1;
+        }
         for (kind, wave, t, _) in &s.events {
             if !matches!(
                 kind.as_str(),
@@ -490,19 +526,13 @@ pub async fn run(sc: Scenario) -> anyhow::Result<Report> {
             ) {
                 continue;
             }
-            let handed = s
-                .received
-                .values()
-                .filter(|r| **r >= count_from && **r < *t)
-                .count();
             waves.push(WaveTime {
                 wave: *wave,
-                handed,
+                handed: handed.get(waves.len()).copied().unwrap_or(0),
                 ms: ms(t.saturating_duration_since(start)),
                 ended_by: kind.clone(),
             });
             start = *t;
-            count_from = *t;
         }
     }
     let halt = s.event(&["halted", "rolledBack"]);
