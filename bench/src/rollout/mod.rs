@@ -32,9 +32,6 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use watch::{lock, Watcher};
 
-/// See the wave figures in [`run`].
-const HANDED_SLACK: Duration = Duration::from_millis(500);
-
 /// The deployment rolled out (the only one of the site).
 pub const DEPLOYMENT: &str = "app00";
 
@@ -129,8 +126,10 @@ pub struct SeenEvent {
 pub struct WaveTime {
     /// 1-based.
     pub wave: u64,
-    /// Nodes whose desired document named the candidate during the wave.
+    /// Nodes whose desired document named the candidate, published for this wave.
     pub handed: usize,
+    /// First → last of those documents on the broker.
+    pub handed_spread_ms: f64,
     /// Start → `wavePassed` (or `complete`, or the halt).
     pub ms: f64,
     /// How it ended.
@@ -175,6 +174,9 @@ pub struct Report {
     pub received_candidate: usize,
     /// Of those, nodes that were offline (stopped) during the rollout.
     pub received_while_offline: usize,
+    /// Documents naming the candidate published with `complete` (the promoted version for
+    /// the nodes no wave reached: offline ones).
+    pub handed_with_complete: usize,
     /// Halt → each node that received the candidate reports the promoted version installed.
     pub halt_to_promoted_installed_ms: Summary,
     /// Nodes that received the candidate and never reported the promoted version back.
@@ -502,23 +504,27 @@ pub async fn run(sc: Scenario) -> anyhow::Result<Report> {
         })
         .collect();
     let mut waves = Vec::new();
+    let mut handed_with_complete = 0;
     if let Some(mut start) = started {
-        // A wave's documents go out in the reconcile that emits the previous wave's
-        // `wavePassed` (or `started`), just before the event: a document received up to
-        // HANDED_SLACK before an event belongs to the wave that event starts.
-        let passed: Vec<Instant> = s
+        // A wave's documents go out in the reconcile that emits `started` (wave 1) or the
+        // previous wave's `wavePassed`, just before the event (the LO publishes documents,
+        // then events): a document belongs to the wave that the first `started` or
+        // `wavePassed` received after it starts. Those published with `complete` are the
+        // promoted version handed to the nodes no wave reached (offline ones).
+        let starts: Vec<Instant> = s
             .events
             .iter()
-            .filter(|e| e.0 == "wavePassed")
+            .filter(|e| e.0 == "started" || e.0 == "wavePassed")
             .map(|e| e.2)
             .collect();
-        let mut handed = vec![0usize; passed.len() + 1];
+        let mut handed: Vec<Vec<Instant>> = vec![Vec::new(); starts.len() + 1];
         for r in s.received.values() {
             if t_end.is_some_and(|e| *r > e) {
                 continue;
             }
-            handed[passed.iter().filter(|b| **b <= *r + HANDED_SLACK).count()] += 1;
+            handed[starts.iter().filter(|b| **b < *r).count()].push(*r);
         }
+        handed_with_complete = handed.last().map_or(0, Vec::len);
         for (kind, wave, t, _) in &s.events {
             if !matches!(
                 kind.as_str(),
@@ -526,9 +532,15 @@ pub async fn run(sc: Scenario) -> anyhow::Result<Report> {
             ) {
                 continue;
             }
+            let docs = handed.get(waves.len()).cloned().unwrap_or_default();
+            let spread = match (docs.iter().min(), docs.iter().max()) {
+                (Some(a), Some(b)) => ms(b.saturating_duration_since(*a)),
+                _ => 0.0,
+            };
             waves.push(WaveTime {
                 wave: *wave,
-                handed: handed.get(waves.len()).copied().unwrap_or(0),
+                handed: docs.len(),
+                handed_spread_ms: spread,
                 ms: ms(t.saturating_duration_since(start)),
                 ended_by: kind.clone(),
             });
@@ -571,6 +583,7 @@ pub async fn run(sc: Scenario) -> anyhow::Result<Report> {
         waves,
         received_candidate: received,
         received_while_offline,
+        handed_with_complete,
         halt_to_promoted_installed_ms: summarize(&halt_ms),
         not_back_to_promoted: not_back,
         complete_to_online_installed_ms: complete_to_online,
@@ -665,8 +678,8 @@ pub fn describe(r: &Report) -> Vec<String> {
     let mut out = Vec::new();
     for w in &r.waves {
         out.push(format!(
-            "fleet-sim: wave {}: {:.0} ms, {} nodes handed the candidate, ended by {}",
-            w.wave, w.ms, w.handed, w.ended_by
+            "fleet-sim: wave {}: {:.0} ms, {} nodes handed the candidate (documents over {:.0} ms), ended by {}",
+            w.wave, w.ms, w.handed, w.handed_spread_ms, w.ended_by
         ));
     }
     out
