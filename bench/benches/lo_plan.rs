@@ -14,6 +14,8 @@
 //! - `reconcile_mid_rollout`: the same with every deployment mid-rollout (waves 1 %, 10 %,
 //!   100 %): the candidate handed to the first 10 % of each deployment's nodes, which report
 //!   it installed (soak running), the rest on the promoted version.
+//! - `content_hash_every_node`, `run_hash_every_node`: two parts of a reconcile (the hash of
+//!   every node's handed document; the run hash, computed twice per node a rollout holds).
 //!
 //! `cargo bench -p edgefleet-bench --bench lo_plan`; `BENCH_NODES` / `BENCH_DEPLOYMENTS`
 //! change the size.
@@ -347,6 +349,28 @@ fn reconcile_benches(c: &mut Criterion, nodes: usize, deployments: usize) {
     g.measurement_time(Duration::from_secs(8));
     g.bench_function("reconcile_steady", |b| {
         b.iter(|| black_box(steady_st.run(&docs1, &rev1, t0 + 1_000)))
+    });
+    // Two parts of it, to see where the time goes: the content hash of every node's
+    // handed document (each reconcile), and the run hash (a held node: twice per reconcile).
+    g.bench_function("content_hash_every_node", |b| {
+        b.iter(|| {
+            black_box(
+                mid.handed
+                    .values()
+                    .map(|d| d.content_hash().len())
+                    .sum::<usize>(),
+            )
+        })
+    });
+    g.bench_function("run_hash_every_node", |b| {
+        b.iter(|| {
+            black_box(
+                mid.handed
+                    .values()
+                    .map(|d| d.run_hash().len())
+                    .sum::<usize>(),
+            )
+        })
     });
     g.bench_function("reconcile_mid_rollout", |b| {
         b.iter(|| black_box(st.run(&docs2, &rev2, now)))

@@ -177,6 +177,10 @@ pub struct Report {
     /// Documents naming the candidate published with `complete` (the promoted version for
     /// the nodes no wave reached: offline ones).
     pub handed_with_complete: usize,
+    /// Those documents: ms after the last `started`/`wavePassed` event crossed the broker
+    /// (a few ms: published before it, delivered after; about a second or more: handed by a
+    /// later reconcile).
+    pub handed_with_complete_ms: Vec<f64>,
     /// Halt → each node that received the candidate reports the promoted version installed.
     pub halt_to_promoted_installed_ms: Summary,
     /// Nodes that received the candidate and never reported the promoted version back.
@@ -505,6 +509,7 @@ pub async fn run(sc: Scenario) -> anyhow::Result<Report> {
         .collect();
     let mut waves = Vec::new();
     let mut handed_with_complete = 0;
+    let mut after_last_start_ms = Vec::new();
     if let Some(mut start) = started {
         // A wave's documents go out in the reconcile that emits `started` (wave 1) or the
         // previous wave's `wavePassed`, just before the event (the LO publishes documents,
@@ -525,6 +530,13 @@ pub async fn run(sc: Scenario) -> anyhow::Result<Report> {
             handed[starts.iter().filter(|b| **b < *r).count()].push(*r);
         }
         handed_with_complete = handed.last().map_or(0, Vec::len);
+        if let (Some(last), Some(docs)) = (starts.last(), handed.last()) {
+            after_last_start_ms = docs
+                .iter()
+                .map(|r| ms(r.saturating_duration_since(*last)))
+                .collect();
+            after_last_start_ms.sort_by(f64::total_cmp);
+        }
         for (kind, wave, t, _) in &s.events {
             if !matches!(
                 kind.as_str(),
@@ -584,6 +596,7 @@ pub async fn run(sc: Scenario) -> anyhow::Result<Report> {
         received_candidate: received,
         received_while_offline,
         handed_with_complete,
+        handed_with_complete_ms: after_last_start_ms,
         halt_to_promoted_installed_ms: summarize(&halt_ms),
         not_back_to_promoted: not_back,
         complete_to_online_installed_ms: complete_to_online,
