@@ -495,117 +495,118 @@ pub async fn run(sc: Scenario) -> anyhow::Result<Report> {
     }
 
     // Figures.
-    let s = lock(&watcher.seen);
-    let started = s.event(&["started"]).map(|e| e.2);
-    let events: Vec<SeenEvent> = s
-        .events
-        .iter()
-        .map(|(kind, wave, t, v)| SeenEvent {
-            kind: kind.clone(),
-            wave: *wave,
-            since_sync_ms: ms(t.saturating_duration_since(t_sync)),
-            at: v["at"].as_str().unwrap_or("").to_owned(),
-        })
-        .collect();
-    let mut waves = Vec::new();
-    let mut handed_with_complete = 0;
-    let mut after_last_start_ms = Vec::new();
-    if let Some(mut start) = started {
-        // A wave's documents go out in the reconcile that emits `started` (wave 1) or the
-        // previous wave's `wavePassed`, just before the event (the LO publishes documents,
-        // then events): a document belongs to the wave that the first `started` or
-        // `wavePassed` received after it starts. Those published with `complete` are the
-        // promoted version handed to the nodes no wave reached (offline ones).
-        let starts: Vec<Instant> = s
+    let mut report = {
+        let s = lock(&watcher.seen);
+        let started = s.event(&["started"]).map(|e| e.2);
+        let events: Vec<SeenEvent> = s
             .events
             .iter()
-            .filter(|e| e.0 == "started" || e.0 == "wavePassed")
-            .map(|e| e.2)
-            .collect();
-        let mut handed: Vec<Vec<Instant>> = vec![Vec::new(); starts.len() + 1];
-        for r in s.received.values() {
-            if t_end.is_some_and(|e| *r > e) {
-                continue;
-            }
-            handed[starts.iter().filter(|b| **b < *r).count()].push(*r);
-        }
-        handed_with_complete = handed.last().map_or(0, Vec::len);
-        if let (Some(last), Some(docs)) = (starts.last(), handed.last()) {
-            after_last_start_ms = docs
-                .iter()
-                .map(|r| ms(r.saturating_duration_since(*last)))
-                .collect();
-            after_last_start_ms.sort_by(f64::total_cmp);
-        }
-        for (kind, wave, t, _) in &s.events {
-            if !matches!(
-                kind.as_str(),
-                "wavePassed" | "complete" | "halted" | "rolledBack"
-            ) {
-                continue;
-            }
-            let docs = handed.get(waves.len()).cloned().unwrap_or_default();
-            let spread = match (docs.iter().min(), docs.iter().max()) {
-                (Some(a), Some(b)) => ms(b.saturating_duration_since(*a)),
-                _ => 0.0,
-            };
-            waves.push(WaveTime {
+            .map(|(kind, wave, t, v)| SeenEvent {
+                kind: kind.clone(),
                 wave: *wave,
-                handed: docs.len(),
-                handed_spread_ms: spread,
-                ms: ms(t.saturating_duration_since(start)),
-                ended_by: kind.clone(),
-            });
-            start = *t;
+                since_sync_ms: ms(t.saturating_duration_since(t_sync)),
+                at: v["at"].as_str().unwrap_or("").to_owned(),
+            })
+            .collect();
+        let mut waves = Vec::new();
+        let mut handed_with_complete = 0;
+        let mut after_last_start_ms = Vec::new();
+        if let Some(mut start) = started {
+            // A wave's documents go out in the reconcile that emits `started` (wave 1) or the
+            // previous wave's `wavePassed`, just before the event (the LO publishes documents,
+            // then events): a document belongs to the wave that the first `started` or
+            // `wavePassed` received after it starts. Those published with `complete` are the
+            // promoted version handed to the nodes no wave reached (offline ones).
+            let starts: Vec<Instant> = s
+                .events
+                .iter()
+                .filter(|e| e.0 == "started" || e.0 == "wavePassed")
+                .map(|e| e.2)
+                .collect();
+            let mut handed: Vec<Vec<Instant>> = vec![Vec::new(); starts.len() + 1];
+            for r in s.received.values() {
+                if t_end.is_some_and(|e| *r > e) {
+                    continue;
+                }
+                handed[starts.iter().filter(|b| **b < *r).count()].push(*r);
+            }
+            handed_with_complete = handed.last().map_or(0, Vec::len);
+            if let (Some(last), Some(docs)) = (starts.last(), handed.last()) {
+                after_last_start_ms = docs
+                    .iter()
+                    .map(|r| ms(r.saturating_duration_since(*last)))
+                    .collect();
+                after_last_start_ms.sort_by(f64::total_cmp);
+            }
+            for (kind, wave, t, _) in &s.events {
+                if !matches!(
+                    kind.as_str(),
+                    "wavePassed" | "complete" | "halted" | "rolledBack"
+                ) {
+                    continue;
+                }
+                let docs = handed.get(waves.len()).cloned().unwrap_or_default();
+                let spread = match (docs.iter().min(), docs.iter().max()) {
+                    (Some(a), Some(b)) => ms(b.saturating_duration_since(*a)),
+                    _ => 0.0,
+                };
+                waves.push(WaveTime {
+                    wave: *wave,
+                    handed: docs.len(),
+                    handed_spread_ms: spread,
+                    ms: ms(t.saturating_duration_since(start)),
+                    ended_by: kind.clone(),
+                });
+                start = *t;
+            }
         }
-    }
-    let halt = s.event(&["halted", "rolledBack"]);
-    let offline_names: BTreeSet<&String> = offline.iter().map(|&i| &names[i]).collect();
-    let received_while_offline = s
-        .received
-        .keys()
-        .filter(|n| offline_names.contains(n))
-        .count();
-    let received = s.received.len();
-    let mut report = Report {
-        tool: "fleet-sim --scenario rollout",
-        nodes: sc.nodes,
-        broker: sc.broker,
-        lo: if lo.pid().is_some() {
-            "process"
-        } else {
-            "in-process"
-        },
-        strategy,
-        bad_release: sc.bad,
-        offline_nodes: k,
-        first_wave_nodes,
-        connect_ms,
-        sync_to_started_ms: started.map(|t| ms(t.saturating_duration_since(t_sync))),
-        total_ms: match (started, s.event(&["complete"])) {
-            (Some(a), Some(b)) => Some(ms(b.2.saturating_duration_since(a))),
-            _ => None,
-        },
-        started_to_halt_ms: match (started, halt) {
-            (Some(a), Some(b)) => Some(ms(b.2.saturating_duration_since(a))),
-            _ => None,
-        },
-        halt_reason: halt.map(|e| e.3["haltReason"].clone()),
-        events,
-        waves,
-        received_candidate: received,
-        received_while_offline,
-        handed_with_complete,
-        handed_with_complete_ms: after_last_start_ms,
-        halt_to_promoted_installed_ms: summarize(&halt_ms),
-        not_back_to_promoted: not_back,
-        complete_to_online_installed_ms: complete_to_online,
-        reconnect_to_promoted_installed_ms: summarize(&returning_ms),
-        returning_not_converged: returning_not,
-        checks: Vec::new(),
-        pass: false,
+        let halt = s.event(&["halted", "rolledBack"]);
+        let offline_names: BTreeSet<&String> = offline.iter().map(|&i| &names[i]).collect();
+        let received_while_offline = s
+            .received
+            .keys()
+            .filter(|n| offline_names.contains(n))
+            .count();
+        let received = s.received.len();
+        Report {
+            tool: "fleet-sim --scenario rollout",
+            nodes: sc.nodes,
+            broker: sc.broker,
+            lo: if lo.pid().is_some() {
+                "process"
+            } else {
+                "in-process"
+            },
+            strategy,
+            bad_release: sc.bad,
+            offline_nodes: k,
+            first_wave_nodes,
+            connect_ms,
+            sync_to_started_ms: started.map(|t| ms(t.saturating_duration_since(t_sync))),
+            total_ms: match (started, s.event(&["complete"])) {
+                (Some(a), Some(b)) => Some(ms(b.2.saturating_duration_since(a))),
+                _ => None,
+            },
+            started_to_halt_ms: match (started, halt) {
+                (Some(a), Some(b)) => Some(ms(b.2.saturating_duration_since(a))),
+                _ => None,
+            },
+            halt_reason: halt.map(|e| e.3["haltReason"].clone()),
+            events,
+            waves,
+            received_candidate: received,
+            received_while_offline,
+            handed_with_complete,
+            handed_with_complete_ms: after_last_start_ms,
+            halt_to_promoted_installed_ms: summarize(&halt_ms),
+            not_back_to_promoted: not_back,
+            complete_to_online_installed_ms: complete_to_online,
+            reconnect_to_promoted_installed_ms: summarize(&returning_ms),
+            returning_not_converged: returning_not,
+            checks: Vec::new(),
+            pass: false,
+        }
     };
-    drop(s);
     let mut checks = Vec::new();
     if sc.bad {
         check(
