@@ -13,6 +13,7 @@
 //!
 //! This file holds what they share: synthetic site generation and small statistics.
 
+pub mod rollout;
 pub mod sim;
 
 use std::fmt::Write as _;
@@ -35,6 +36,12 @@ pub struct SynthSite {
     pub components: usize,
     /// Image registry prefix (`reg.local/bench`).
     pub registry: String,
+    /// `spec.rollout` of the Site, as YAML lines indented under `rollout:` (None: the
+    /// default, one wave of every node).
+    pub rollout: Option<String>,
+    /// Give every component a healthcheck (the fake runtime reports it healthy on start,
+    /// unless the image is marked unhealthy).
+    pub healthcheck: bool,
 }
 
 impl SynthSite {
@@ -46,6 +53,8 @@ impl SynthSite {
             deployments,
             components,
             registry: "reg.local/bench".to_owned(),
+            rollout: None,
+            healthcheck: false,
         }
     }
 
@@ -64,12 +73,20 @@ impl SynthSite {
         format!("{}/d{d:02}c{c}:{version}", self.registry)
     }
 
-    /// `site.yaml`: unpaced rollout, deletion guard open (benchmarks delete nothing).
+    /// `site.yaml`: unpaced rollout (or [`SynthSite::rollout`]), deletion guard open
+    /// (benchmarks delete nothing).
     pub fn site_yaml(&self) -> String {
-        format!(
+        let mut s = format!(
             "apiVersion: edgefleet.io/v1\nkind: Site\nmetadata:\n  name: {}\nspec:\n  allowEmpty: true\n  maxDeletePercent: 100\n  policy:\n    attempts: 5\n    backoff: 200ms\n",
             self.site
-        )
+        );
+        if let Some(r) = &self.rollout {
+            s.push_str("  rollout:\n");
+            for line in r.lines() {
+                let _ = writeln!(s, "    {line}");
+            }
+        }
+        s
     }
 
     /// `nodes.yaml`: one `Node` per node; even nodes are `role: gateway`, all `zone: z<i%10>`.
@@ -106,6 +123,11 @@ impl SynthSite {
                 "    - name: c{c}\n      image: {}\n      env:\n        INDEX: \"{c}\"\n      restart: unless-stopped\n",
                 self.image(d, c, version)
             );
+            if self.healthcheck {
+                s.push_str(
+                    "      healthcheck:\n        test: [\"CMD\", \"/bin/check\"]\n        interval: 1s\n",
+                );
+            }
             if c > 0 {
                 let _ = writeln!(s, "      dependsOn: [c{}]", c - 1);
             }
@@ -224,6 +246,24 @@ mod tests {
                 .expect("valid");
         assert_eq!(docs.nodes.len(), 10);
         assert_eq!(docs.deployments.len(), 4);
+    }
+
+    #[test]
+    fn synthetic_site_with_rollout_is_valid() {
+        let mut s = SynthSite::new("s1", 10, 1, 2);
+        s.rollout = Some(rollout::strategy_yaml(
+            &["1".into(), "50%".into(), "100%".into()],
+            "1s",
+            "20s",
+        ));
+        s.healthcheck = true;
+        let files = s.files("1");
+        let docs =
+            schemas::site::load_site("s1", files.iter().map(|(a, b)| (a.as_str(), b.as_str())))
+                .expect("valid");
+        let dep = docs.deployments.values().next().expect("one deployment");
+        assert_eq!(dep.rollout.waves.len(), 3);
+        assert!(dep.components.iter().all(|c| c.healthcheck.is_some()));
     }
 
     #[test]

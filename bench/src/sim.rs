@@ -43,6 +43,11 @@ impl TimedRuntime {
         }
     }
 
+    /// The fake engine underneath (to mark images unhealthy, make it crash …).
+    pub fn fake(&self) -> &FakeRuntime {
+        &self.inner
+    }
+
     /// Forgets the last first action; the next mutating call is recorded.
     pub fn arm(&self) {
         *lock(&self.armed_at) = Some(Instant::now());
@@ -632,6 +637,22 @@ impl Lo {
         state_dir: &Path,
         log: &Path,
     ) -> anyhow::Result<Lo> {
+        Self::start_with(bin, site, repo, broker_url, state_dir, log, None).await
+    }
+
+    /// [`Lo::start`] with another `heartbeat_timeout` (the LO's presence timeout, and how
+    /// long after connecting it waits before a rollout wave passes).
+    pub async fn start_with(
+        bin: Option<&Path>,
+        site: &str,
+        repo: &str,
+        broker_url: &str,
+        state_dir: &Path,
+        log: &Path,
+        heartbeat_timeout: Option<Duration>,
+    ) -> anyhow::Result<Lo> {
+        let default_timeout = lo::config::Config::default().heartbeat_timeout;
+        let heartbeat_timeout = heartbeat_timeout.unwrap_or(default_timeout);
         match bin {
             None => {
                 let cfg = lo::config::Config {
@@ -641,6 +662,7 @@ impl Lo {
                     state_dir: state_dir.to_owned(),
                     broker: broker_url.to_owned(),
                     http_listen: "127.0.0.1:0".to_owned(),
+                    heartbeat_timeout,
                     ..lo::config::Config::default()
                 };
                 let token = tokio_util::sync::CancellationToken::new();
@@ -659,8 +681,9 @@ impl Lo {
                 std::fs::write(
                     &conf,
                     format!(
-                        "site = \"{site}\"\nrepo = \"{repo}\"\npoll_interval = \"1h\"\nstate_dir = \"{}\"\nbroker = \"{broker_url}\"\nhttp_listen = \"{http}\"\n",
-                        state_dir.display()
+                        "site = \"{site}\"\nrepo = \"{repo}\"\npoll_interval = \"1h\"\nstate_dir = \"{}\"\nbroker = \"{broker_url}\"\nhttp_listen = \"{http}\"\nheartbeat_timeout = \"{}ms\"\n",
+                        state_dir.display(),
+                        heartbeat_timeout.as_millis()
                     ),
                 )?;
                 let child = Command::new(bin)

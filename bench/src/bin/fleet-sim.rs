@@ -17,6 +17,10 @@
 //! rest, and each is started again: CONNACK (its `online` presence seen) → its first
 //! container action.
 //!
+//! `--scenario rollout-good|rollout-bad|rollout-offline` runs the rollout scenario instead
+//! (waves, health gate, halt and rollback, offline nodes: `bench::rollout`, issue #11):
+//! PASS/FAIL lines on stderr, exit status 1 on a FAIL.
+//!
 //! One JSON document on stdout; progress on stderr. Every phase has a timeout: the run
 //! always ends by itself. See BENCHMARKS.md and `scripts/bench-fleet.sh`.
 
@@ -39,6 +43,33 @@ use tokio_util::sync::CancellationToken;
     about = "Simulate an edgefleet site and time commit → converged"
 )]
 struct Args {
+    /// What to run: `commit` (commit → converged, the default) or a rollout scenario.
+    #[arg(long, value_enum, default_value_t = ScenarioKind::Commit)]
+    scenario: ScenarioKind,
+    /// Rollout scenarios: the Site's waves (cumulative `nodes` of each, `N` or `N%`).
+    #[arg(long, default_value = "1%,10%,100%", value_delimiter = ',')]
+    waves: Vec<String>,
+    /// Rollout scenarios: the soak of every wave.
+    #[arg(long, default_value = "2s")]
+    soak: String,
+    /// Rollout scenarios: `waveTimeout`.
+    #[arg(long, default_value = "30s")]
+    wave_timeout: String,
+    /// Rollout scenarios: the release never becomes healthy (implied by `rollout-bad`).
+    #[arg(long)]
+    bad_release: bool,
+    /// Rollout scenarios: percent of the nodes offline during the rollout (default 10 for
+    /// `rollout-offline`, 0 otherwise).
+    #[arg(long)]
+    offline_percent: Option<f64>,
+    /// Rollout scenarios: bound on halt → every node that received the candidate reports the
+    /// promoted version installed, seconds.
+    #[arg(long, default_value_t = 60)]
+    rollback_bound_s: u64,
+    /// Rollout scenarios: bound on reconnect → a returning node reports the promoted version
+    /// installed, seconds.
+    #[arg(long, default_value_t = 5)]
+    return_bound_s: u64,
     /// Simulated nodes.
     #[arg(long, default_value_t = 100)]
     nodes: usize,
@@ -99,6 +130,20 @@ struct Args {
     /// Tokio worker threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+}
+
+/// What fleet-sim runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ScenarioKind {
+    /// Commit → every node converged (`--runs` times), reconnect → first action.
+    Commit,
+    /// A release that becomes healthy, through the waves.
+    RolloutGood,
+    /// A release whose components never become healthy: halt and rollback.
+    RolloutBad,
+    /// A good release (bad with `--bad-release`) with `--offline-percent` (10) of the nodes
+    /// offline during the rollout, back after it ended.
+    RolloutOffline,
 }
 
 #[derive(Debug, Serialize)]
@@ -269,10 +314,54 @@ fn main() -> anyhow::Result<()> {
         rt.worker_threads(w);
     }
     let rt = rt.build()?;
+    if args.scenario != ScenarioKind::Commit {
+        let report = rt.block_on(bench::rollout::run(rollout_scenario(&args)?))?;
+        for line in bench::rollout::describe(&report) {
+            eprintln!("{line}");
+        }
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        eprintln!("fleet-sim: {}", if report.pass { "PASS" } else { "FAIL" });
+        std::process::exit(if report.pass { 0 } else { 1 });
+    }
     let report = rt.block_on(run(args, nofile))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     // Agents and the in-process broker have no cheap orderly shutdown at 10,000 nodes.
     std::process::exit(if report.complete { 0 } else { 2 });
+}
+
+fn rollout_scenario(args: &Args) -> anyhow::Result<bench::rollout::Scenario> {
+    let state_root = match &args.state_dir {
+        Some(p) => p.clone(),
+        None if std::path::Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
+        None => std::env::temp_dir(),
+    };
+    Ok(bench::rollout::Scenario {
+        nodes: args.nodes,
+        components: args.components,
+        broker: args.broker,
+        broker_bin: args.broker_bin.clone(),
+        rumqttd_wildcard_segment_mib: args.rumqttd_wildcard_segment_mib,
+        lo_bin: args.lo_bin.clone(),
+        waves: args.waves.clone(),
+        soak: args.soak.clone(),
+        wave_timeout: args.wave_timeout.clone(),
+        bad: args.bad_release || args.scenario == ScenarioKind::RolloutBad,
+        offline_percent: args.offline_percent.unwrap_or(
+            if args.scenario == ScenarioKind::RolloutOffline {
+                10.0
+            } else {
+                0.0
+            },
+        ),
+        timeout: Duration::from_secs(args.timeout_s),
+        spawn_batch: args.spawn_batch.max(1),
+        spawn_pause: Duration::from_millis(args.spawn_pause_ms),
+        heartbeat: Duration::from_secs(args.heartbeat_s),
+        lo_heartbeat_timeout: None,
+        state_root,
+        rollback_bound: Duration::from_secs(args.rollback_bound_s),
+        return_bound: Duration::from_secs(args.return_bound_s),
+    })
 }
 
 async fn run(args: Args, nofile: u64) -> anyhow::Result<Report> {
