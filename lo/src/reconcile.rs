@@ -388,8 +388,8 @@ pub fn reconcile(input: &ReconcileInput<'_>) -> Reconciled {
 }
 
 /// A handed list: the target's list (by its shared allocation) and, per deployment, the
-/// version chosen instead (`None`: the served one; `""`: left out).
-type ListKey = (*const Dep, Vec<Option<String>>);
+/// version chosen (0 the served one, 1 the promoted one, 2 left out).
+type ListKey = (*const Dep, Vec<u8>);
 
 /// Each node's target with its rollouts applied: a deployment whose rollout has not reached
 /// the node (or rolled it back) is replaced by its promoted version, or left out when there
@@ -425,14 +425,15 @@ fn choose(
                 return (node.clone(), nd.clone());
             }
             held.insert(node.clone());
+            // Per deployment one promoted version: the kind of choice says which version.
             let key = (
                 nd.deployments.as_ptr(),
                 picks
                     .iter()
                     .map(|c| match c {
-                        Choice::Served => None,
-                        Choice::Promoted(p) => Some(p.hash.clone()),
-                        Choice::Omit => Some(String::new()),
+                        Choice::Served => 0u8,
+                        Choice::Promoted(_) => 1,
+                        Choice::Omit => 2,
                     })
                     .collect(),
             );
