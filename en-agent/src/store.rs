@@ -185,6 +185,9 @@ pub enum ComponentProblem {
     /// A `logging` that breaks `schemas::logging::Logging::check` (e.g. `max-size: -1`).
     #[error("logging: {0}")]
     Logging(schemas::logging::LoggingError),
+    /// A host-access field that breaks `schemas::host::check` (e.g. an unknown capability).
+    #[error("{0}")]
+    Host(schemas::host::HostError),
     /// `specHash` is not the hash of the spec.
     #[error("specHash does not match the spec")]
     SpecHash,
@@ -285,6 +288,7 @@ fn check_numbers(c: &schemas::Component) -> Result<(), ComponentProblem> {
     if let Some(l) = &c.logging {
         l.check().map_err(ComponentProblem::Logging)?;
     }
+    schemas::host::check(c).map_err(ComponentProblem::Host)?;
     Ok(())
 }
 

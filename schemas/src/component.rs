@@ -11,6 +11,7 @@
 //! maps, `null`, `false`, the default restart policy and update order) omitted. Omitting
 //! defaults is what keeps a hash stable when a later version adds an optional field.
 
+pub use crate::host::{Device, Gpus, NetworkMode, Ulimit};
 pub use crate::logging::{LogDriver, Logging};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -64,6 +65,58 @@ pub struct Component {
     /// bounded default (`crate::logging::effective`), which is in no hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<Logging>,
+    /// Full access to the host's devices and kernel (Docker's `--privileged`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub privileged: bool,
+    /// Capabilities added, `CAP_`-prefixed upper case (or `ALL`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capabilities dropped, `CAP_`-prefixed upper case (or `ALL`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// Host devices mapped into the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<Device>,
+    /// `bridge` (the deployment's network, the default), `host` or `none`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub network_mode: NetworkMode,
+    /// User (and group) the process runs as: `name`, `uid`, `name:group`, `uid:gid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Working directory of the process (absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Mount the root filesystem read-only.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub read_only: bool,
+    /// tmpfs mounts: absolute path → mount options (`size=64m,mode=1777`, may be empty).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tmpfs: BTreeMap<String, String>,
+    /// Run an init process (tini) as PID 1 that reaps zombies and forwards signals.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub init: bool,
+    /// Signal that stops the container (`SIGTERM` when unset), `SIG`-prefixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// Time between the stop signal and SIGKILL, at most one hour; unset: the agent's
+    /// `stop_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_period_ms: Option<u64>,
+    /// Extra `/etc/hosts` entries, `name:ip`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    /// Size of `/dev/shm` in bytes (Docker's default 64 MiB when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size_bytes: Option<u64>,
+    /// Namespaced kernel parameters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    /// Resource limits of the process (`nofile`, `nproc`, …).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, Ulimit>,
+    /// GPUs requested (NVIDIA driver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<Gpus>,
     /// [`spec_hash`] of this component; filled by [`Component::with_hash`].
     #[serde(default)]
     pub spec_hash: String,

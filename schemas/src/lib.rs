@@ -9,6 +9,7 @@
 //! - [`wire`]: `DesiredState`, `NodeStatus`, `Event`, `Heartbeat`, `Presence`, `SiteStatus`.
 //!   Start reading here.
 //! - [`component`]: the resolved `Component` of a desired document and [`spec_hash`].
+//! - [`host`]: a component's access to the host's devices, kernel and network, and its checks.
 //! - [`logging`]: a container's log driver and options, and the bounded default agents apply.
 //! - [`state`]: `State` (pending … failed), `Health`, and the most-severe-wins [`rollup`].
 //! - [`bounds`]: the limits of a desired document both sides honour (`MAX_GENERATION` …).
@@ -23,6 +24,7 @@
 pub mod bounds;
 pub mod broker_url;
 pub mod component;
+pub mod host;
 pub mod logging;
 pub mod names;
 pub mod state;

@@ -4,6 +4,8 @@
 //! lazily, so an agent that starts before dockerd (or outlives a dockerd restart) simply
 //! reports `docker_unreachable` until the engine answers.
 
+#[path = "host.rs"]
+mod host;
 use super::auth::{self, RegistryAuth};
 use super::{ContainerInfo, ContainerRuntime, ContainerSpec, EngineInfo, ImageInfo, RuntimeError};
 use async_trait::async_trait;
@@ -249,7 +251,7 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
         Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
     };
-    ContainerCreateBody {
+    let mut body = ContainerCreateBody {
         image: Some(c.image.clone()),
         cmd: c.command.clone(),
         entrypoint: c.entrypoint.clone(),
@@ -287,7 +289,9 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             )])),
         }),
         ..Default::default()
-    }
+    };
+    host::apply(c, &mut body);
+    body
 }
 
 impl DockerRuntime {
@@ -631,7 +635,7 @@ impl ContainerRuntime for DockerRuntime {
     async fn restart_container(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
         let r = async {
             let d = self.client().await?;
-            let t = i32::try_from(timeout.as_secs()).unwrap_or(10);
+            let t = host::stop_secs(&d, id, timeout).await;
             let opts = RestartContainerOptionsBuilder::new().t(t).build();
             timed(Ctx::Start, d.restart_container(id, Some(opts))).await
         }
@@ -642,7 +646,7 @@ impl ContainerRuntime for DockerRuntime {
     async fn remove_container(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
         let r = async {
             let d = self.client().await?;
-            let t = i32::try_from(timeout.as_secs()).unwrap_or(10);
+            let t = host::stop_secs(&d, id, timeout).await;
             let opts = StopContainerOptionsBuilder::new().t(t).build();
             match timed(Ctx::Remove, d.stop_container(id, Some(opts))).await {
                 Ok(()) | Err(RuntimeError::NotFound(_)) => {}

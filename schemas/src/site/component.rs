@@ -3,10 +3,14 @@
 //! resolution live here together; the wire form is `crate::component`.
 
 use super::context::Ctx;
+use super::host::{shm_bytes, DeviceSpec, UlimitSpec};
 use super::parse::{parse_cpus, parse_duration, parse_memory, parse_port, parse_volume};
 use super::parse::{validate_image_reference, PortSpec, Scalar, VolumeSpec};
-use super::security::{mount_allowed, port_allowed, SecuritySpec};
+use super::security::{
+    capability_allowed, device_allowed, mount_allowed, port_allowed, SecuritySpec,
+};
 use crate::component::{Component, Healthcheck, Resources, RestartPolicy, UpdateOrder};
+use crate::host::{self, Device, Gpus, NetworkMode, Ulimit};
 use crate::logging::{LogDriver, Logging, DEFAULT_DRIVER};
 use crate::wire::DocProblem;
 use serde::{Deserialize, Serialize};
@@ -58,6 +62,62 @@ pub struct ComponentSpec {
     /// as a whole. Without either, the agent's bounded default applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<LoggingSpec>,
+    /// Full access to the host's devices and kernel (compose's `privileged`); refused
+    /// unless the Site's `security.allowPrivileged`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileged: Option<bool>,
+    /// Capabilities to add (`NET_ADMIN` or `CAP_NET_ADMIN`, or `ALL`); each must be listed
+    /// in the Site's `security.allowedCapabilities`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capabilities to drop (`NET_RAW`, `ALL`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// Host devices: `"/dev/x[:/dev/y[:rwm]]"` or `{source, target, permissions}`; each
+    /// source must be under one of the Site's `security.allowedDevices`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceSpec>,
+    /// `bridge` (default: the deployment's network), `host` (refused unless the Site's
+    /// `security.allowHostNetwork`; no `ports`) or `none` (no `ports`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_mode: Option<String>,
+    /// `name`, `uid`, `name:group` or `uid:gid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<Scalar>,
+    /// Absolute working directory of the process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Read-only root filesystem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    /// tmpfs mounts, `"/path[:size=64m,mode=1777,…]"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<String>,
+    /// Run an init process as PID 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<bool>,
+    /// Signal that stops the container (`SIGTERM`, `SIGINT`, `TERM`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// Time between the stop signal and SIGKILL (`30s`, `1m30s`; at most `1h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_period: Option<String>,
+    /// Extra `/etc/hosts` entries, `"name:ip"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    /// Size of `/dev/shm`: bytes or `64m`, `1g`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<Scalar>,
+    /// Namespaced kernel parameters (`net.*`, `kernel.msg*`, `kernel.sem`, `kernel.shm*`,
+    /// `fs.mqueue.*`; no `net.*` with host networking).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, Scalar>,
+    /// Resource limits: `nofile: 1024` or `nofile: {soft: 1024, hard: 4096}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, UlimitSpec>,
+    /// GPUs: `all` or a count (NVIDIA driver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<Scalar>,
 }
 
 /// Logging as written, compose's `logging: {driver, options}` (also a Site's
@@ -345,7 +405,7 @@ pub(super) fn resolve_component(
         Some(l) => resolve_logging(ctx, &format!("{at}.logging"), l, problems),
         None => site_logging.cloned(),
     };
-    Component {
+    let mut component = Component {
         name: c.name.clone(),
         image: c.image.clone(),
         command: c.command.clone(),
@@ -360,6 +420,196 @@ pub(super) fn resolve_component(
         labels: c.labels.clone(),
         update_order,
         logging,
-        spec_hash: String::new(),
+        ..Component::default()
+    };
+    resolve_host(ctx, at, c, security, &mut component, problems);
+    component
+}
+
+/// Resolves the host-access fields of `c` into `out`, reporting every problem (value or
+/// security policy) on its field under `at`.
+fn resolve_host(
+    ctx: &Ctx<'_>,
+    at: &str,
+    c: &ComponentSpec,
+    security: &SecuritySpec,
+    out: &mut Component,
+    problems: &mut Vec<DocProblem>,
+) {
+    let mut report = |field: &str, message: String| {
+        ctx.problem(problems, &format!("{at}.{field}"), message);
+    };
+    if c.privileged == Some(true) {
+        if !security.allow_privileged {
+            report(
+                "privileged",
+                "privileged mode is refused by the site's security policy (set Site.spec.security.allowPrivileged to allow it)".into(),
+            );
+        }
+        out.privileged = true;
+    }
+    for (i, cap) in c.cap_add.iter().enumerate() {
+        match host::normalize_capability(cap) {
+            Ok(n) => {
+                if !capability_allowed(&n, security) {
+                    report(
+                        &format!("capAdd[{i}]"),
+                        format!("capability {n} is refused by the site's security policy (list it in Site.spec.security.allowedCapabilities to allow it)"),
+                    );
+                }
+                out.cap_add.push(n);
+            }
+            Err(e) => report(&format!("capAdd[{i}]"), e.to_string()),
+        }
+    }
+    for (i, cap) in c.cap_drop.iter().enumerate() {
+        match host::normalize_capability(cap) {
+            Ok(n) => out.cap_drop.push(n),
+            Err(e) => report(&format!("capDrop[{i}]"), e.to_string()),
+        }
+    }
+    for (i, d) in c.devices.iter().enumerate() {
+        let parsed = match d {
+            DeviceSpec::Short(s) => host::parse_device(s),
+            DeviceSpec::Long(l) => {
+                let d = Device {
+                    source: l.source.clone(),
+                    target: l.target.clone().unwrap_or_else(|| l.source.clone()),
+                    permissions: l.permissions.clone().unwrap_or_else(|| "rwm".into()),
+                };
+                host::check_device(&d).map(|()| d)
+            }
+        };
+        match parsed {
+            Ok(d) => {
+                if !device_allowed(&d.source, security) {
+                    report(
+                        &format!("devices[{i}]"),
+                        format!("device `{}` is refused by the site's security policy (list it or a parent directory in Site.spec.security.allowedDevices to allow it)", d.source),
+                    );
+                }
+                out.devices.push(d);
+            }
+            Err(e) => report(&format!("devices[{i}]"), e.to_string()),
+        }
+    }
+    match c.network_mode.as_deref() {
+        None | Some("bridge") => {}
+        Some("host") => {
+            if !security.allow_host_network {
+                report(
+                    "networkMode",
+                    "host networking is refused by the site's security policy (set Site.spec.security.allowHostNetwork to allow it)".into(),
+                );
+            }
+            out.network_mode = NetworkMode::Host;
+        }
+        Some("none") => out.network_mode = NetworkMode::None,
+        Some(other) => report(
+            "networkMode",
+            host::HostError::NetworkMode(crate::shorten(other, 64)).to_string(),
+        ),
+    }
+    if out.network_mode != NetworkMode::Bridge && !c.ports.is_empty() {
+        report(
+            "ports",
+            host::HostError::PortsWithoutNetwork(out.network_mode.as_str()).to_string(),
+        );
+    }
+    if let Some(u) = &c.user {
+        let u = u.to_string();
+        match host::check_user(&u) {
+            Ok(()) => out.user = Some(u),
+            Err(e) => report("user", e.to_string()),
+        }
+    }
+    if let Some(w) = &c.working_dir {
+        match host::check_working_dir(w) {
+            Ok(()) => out.working_dir = Some(w.clone()),
+            Err(e) => report("workingDir", e.to_string()),
+        }
+    }
+    out.read_only = c.read_only == Some(true);
+    out.init = c.init == Some(true);
+    for (i, t) in c.tmpfs.iter().enumerate() {
+        match host::parse_tmpfs(t) {
+            Ok((path, options)) => {
+                if out.tmpfs.insert(path.clone(), options).is_some() {
+                    report(&format!("tmpfs[{i}]"), format!("`{path}` is mounted twice"));
+                }
+            }
+            Err(e) => report(&format!("tmpfs[{i}]"), e.to_string()),
+        }
+    }
+    if let Some(s) = &c.stop_signal {
+        match host::normalize_signal(s) {
+            Ok(n) => out.stop_signal = Some(n),
+            Err(e) => report("stopSignal", e.to_string()),
+        }
+    }
+    if let Some(text) = &c.stop_grace_period {
+        match parse_duration(text) {
+            Ok(d) if d.as_millis() <= u128::from(host::MAX_STOP_GRACE_MS) => {
+                out.stop_grace_period_ms = Some(u64::try_from(d.as_millis()).unwrap_or(0));
+            }
+            Ok(_) => report(
+                "stopGracePeriod",
+                format!("`{}` is above the maximum of 1h", crate::shorten(text, 32)),
+            ),
+            Err(e) => report("stopGracePeriod", e.to_string()),
+        }
+    }
+    for (i, h) in c.extra_hosts.iter().enumerate() {
+        match host::parse_extra_host(h) {
+            Ok(n) => out.extra_hosts.push(n),
+            Err(e) => report(&format!("extraHosts[{i}]"), e.to_string()),
+        }
+    }
+    if let Some(s) = &c.shm_size {
+        match shm_bytes(s) {
+            Some(b) => out.shm_size_bytes = Some(b),
+            None => report(
+                "shmSize",
+                format!(
+                    "`{}` is not a size (bytes, or a number with k, m or g) of 1 byte or more",
+                    crate::shorten(&s.to_string(), 32)
+                ),
+            ),
+        }
+    }
+    for (k, v) in &c.sysctls {
+        let v = v.to_string();
+        match host::check_sysctl(k, &v, out.network_mode) {
+            Ok(()) => {
+                out.sysctls.insert(k.clone(), v);
+            }
+            Err(e) => report(&format!("sysctls.{k}"), e.to_string()),
+        }
+    }
+    for (k, u) in &c.ulimits {
+        let u = match *u {
+            UlimitSpec::Single(n) => Ulimit { soft: n, hard: n },
+            UlimitSpec::Pair(p) => p,
+        };
+        match host::check_ulimit(k, &u) {
+            Ok(()) => {
+                out.ulimits.insert(k.clone(), u);
+            }
+            Err(e) => report(&format!("ulimits.{k}"), e.to_string()),
+        }
+    }
+    match &c.gpus {
+        None => {}
+        Some(Scalar::Str(s)) if s == "all" => out.gpus = Some(Gpus::All),
+        Some(Scalar::Int(n)) if *n >= 1 && *n <= 1024 => {
+            out.gpus = Some(Gpus::Count(u32::try_from(*n).unwrap_or(1)))
+        }
+        Some(other) => report(
+            "gpus",
+            format!(
+                "`{}` is not `all` or a GPU count from 1 to 1024",
+                crate::shorten(&other.to_string(), 32)
+            ),
+        ),
     }
 }

@@ -24,6 +24,7 @@
 mod component;
 mod context;
 mod deployment;
+mod host;
 mod load;
 mod parse;
 mod rollout;
@@ -33,6 +34,7 @@ mod yaml;
 pub use component::{
     ComponentSpec, EnvSpec, HealthcheckSpec, LogOptionValue, LoggingSpec, ResourcesSpec, TestSpec,
 };
+pub use host::{DeviceLong, DeviceSpec, UlimitSpec};
 pub use load::{
     bound_problems, load_site, load_site_with, parse_yaml_values, LimitsError, SiteLimits,
 };

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 /// Site security policy (`Site.spec.security`). A commit breaking it is rejected with
 /// file, line and field.
-// Bind mounts and host ports are guarded today (`mount_allowed`, `port_allowed`); privileged
-// mode, devices and host networking are not part of the component model yet and will be
-// guarded here when they are added. (A plain comment: doc text would change the JSON Schema.)
+// Guarded: bind mounts (`mount_allowed`), host ports (`port_allowed`), devices
+// (`device_allowed`), added capabilities (`capability_allowed`); privileged mode and host
+// networking by their flags in `site::host::resolve_host`. Everything is refused by default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "json-schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -28,6 +28,40 @@ pub struct SecuritySpec {
     /// the node's `Node` document (default false).
     #[serde(default)]
     pub require_signed_reports: bool,
+    /// Allow components with `privileged: true` (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_privileged: bool,
+    /// Allow components with `networkMode: host` (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_host_network: bool,
+    /// Host devices components may map (absolute paths; a directory covers what lies
+    /// below it, whole components: `/dev/bus/usb` covers `/dev/bus/usb/001/002`). Default:
+    /// none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_devices: Vec<String>,
+    /// Capabilities components may add (`NET_ADMIN` or `CAP_NET_ADMIN`; `ALL` allows
+    /// every one, and is needed for `capAdd: [ALL]`). Default: none. Dropping is always
+    /// allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_capabilities: Vec<String>,
+}
+
+/// Whether the site allows mapping host device `source`.
+pub(super) fn device_allowed(source: &str, security: &SecuritySpec) -> bool {
+    let Some(path) = host_path_components(source) else {
+        return false;
+    };
+    security.allowed_devices.iter().any(|a| {
+        host_path_components(a).is_some_and(|prefix| !prefix.is_empty() && covers(&prefix, &path))
+    })
+}
+
+/// Whether the site allows adding capability `cap` (normalised: `CAP_X` or `ALL`).
+pub(super) fn capability_allowed(cap: &str, security: &SecuritySpec) -> bool {
+    security
+        .allowed_capabilities
+        .iter()
+        .any(|a| crate::host::normalize_capability(a).is_ok_and(|a| a == "ALL" || a == cap))
 }
 
 /// Host paths a bind mount may not use unless `allowedHostPaths` lists them: the host's
@@ -146,6 +180,27 @@ pub(super) fn check_security_spec(
                     "`{}` is not an absolute path",
                     crate::names::shorten(p, 256)
                 ),
+            );
+        }
+    }
+    for (i, p) in sec.allowed_devices.iter().enumerate() {
+        if !p.starts_with('/') {
+            ctx.problem(
+                problems,
+                &format!("spec.security.allowedDevices[{i}]"),
+                format!(
+                    "`{}` is not an absolute path",
+                    crate::names::shorten(p, 256)
+                ),
+            );
+        }
+    }
+    for (i, c) in sec.allowed_capabilities.iter().enumerate() {
+        if let Err(e) = crate::host::normalize_capability(c) {
+            ctx.problem(
+                problems,
+                &format!("spec.security.allowedCapabilities[{i}]"),
+                e.to_string(),
             );
         }
     }
