@@ -61,6 +61,24 @@ pub fn redact_url(url: &str) -> String {
         Some((scheme, rest)) => (Some(scheme), rest),
         None => (None, url),
     };
+    // A scheme of letters, digits and `+-.` only. In a typo like `mqtt::pw://…@h` the
+    // secret may sit in what looks like the scheme or the user: everything before the last
+    // `@` is hidden.
+    let well_formed = scheme.is_some_and(|s| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    });
+    if scheme.is_some() && !well_formed {
+        if let Some(at) = url.rfind('@') {
+            let host = &url[at + 1..];
+            let shown = match host.find(['?', '#']) {
+                Some(q) => format!("***@{}?***", &host[..q]),
+                None => format!("***@{host}"),
+            };
+            return crate::names::shorten(&shown, 256);
+        }
+    }
     let (rest, query) = match rest.find(['?', '#']) {
         Some(q) => (&rest[..q], "?***"),
         None => (rest, ""),
@@ -68,13 +86,6 @@ pub fn redact_url(url: &str) -> String {
     let shown = match rest.rfind('@') {
         Some(at) => {
             let (user, host) = (&rest[..at], &rest[at + 1..]);
-            // The user name shows only in a well-formed URL (a scheme of letters, digits,
-            // `+-.`): in a typo like `mqtt:://…` what looks like a user may be the secret.
-            let well_formed = scheme.is_some_and(|s| {
-                !s.is_empty()
-                    && s.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-            });
             let user = match user.split_once(':') {
                 Some((name, _)) if well_formed && !name.contains(['/', '@']) => {
                     format!("{name}:***")
@@ -216,9 +227,10 @@ mod tests {
             // A password with `/`, `:` or `@`, and text that only looks like a URL.
             ("mqtt://u:pa/ss@h:1883", "mqtt://u:***@h:1883"),
             ("mqtt://u:p@ss@h", "mqtt://u:***@h"),
-            ("mqtt::///@aa@", "mqtt:://***@"),
-            // A malformed scheme: what looks like the user may be the secret.
-            ("mqtt:://aa0:@", "mqtt:://***@"),
+            ("mqtt::///@aa@", "***@"),
+            // A malformed scheme: what looks like the scheme or the user may be the secret.
+            ("mqtt:://aa0:@", "***@"),
+            ("mqtt::0aa://@h:1883", "***@h:1883"),
             ("mqtt:u:pw@h", "***@h"),
             ("u:pw@h", "***@h"),
             // A path with `@` is hidden with the user part: hiding too much is the safe side.
