@@ -4,7 +4,8 @@
 use anyhow::{bail, Context};
 use en_agent::runtime::fake::FakeRuntime;
 use en_agent::runtime::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, EngineInfo, ImageInfo, RuntimeError,
+    ContainerInfo, ContainerRuntime, ContainerSpec, EngineInfo, ImageInfo, LocalImage,
+    RuntimeError,
 };
 use futures_util::stream::BoxStream;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -105,6 +106,14 @@ impl ContainerRuntime for TimedRuntime {
     }
     async fn inspect_image(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError> {
         self.inner.inspect_image(reference).await
+    }
+    // Image garbage collection runs on the simulated nodes as on real ones.
+    async fn list_images(&self) -> Result<Vec<LocalImage>, RuntimeError> {
+        self.inner.list_images().await
+    }
+    async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
+        // Not an action on the workload: it does not count for "reconnect → first action".
+        self.inner.remove_image(reference).await
     }
     async fn pull_image(&self, reference: &str) -> Result<(), RuntimeError> {
         self.action();
