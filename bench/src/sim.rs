@@ -4,8 +4,7 @@
 use anyhow::{bail, Context};
 use en_agent::runtime::fake::FakeRuntime;
 use en_agent::runtime::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, EngineInfo, ImageInfo, LocalImage,
-    RuntimeError,
+    ContainerInfo, ContainerRuntime, ContainerSpec, EngineInfo, ImageInfo, LocalImage, RuntimeError,
 };
 use futures_util::stream::BoxStream;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};

@@ -4,6 +4,7 @@
 //! engine answers. Every container, network, volume and image a test creates is removed
 //! by a guard, also on failure.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -18,24 +19,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(90);
-
-/// Docker, static busybox and `docker-registry`: mandatory when `CI=true`, else the test
-/// returns after one line saying why.
-macro_rules! require_docker {
-    () => {
-        if !harness::require_docker_registry() {
-            return;
-        }
-    };
-}
-
-/// What every test image runs: a loop that exits 0 on SIGTERM.
-const SLEEP_LOOP: [&str; 4] = [
-    "/busybox",
-    "sh",
-    "-c",
-    "trap 'exit 0' TERM; while true; do /busybox sleep 1; done",
-];
 
 /// One test's world: a registry, images, an agent identity; removes all of it on drop.
 struct Lab {

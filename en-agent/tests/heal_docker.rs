@@ -5,6 +5,7 @@
 //! for good. Mandatory when `CI=true`; skipped with one line otherwise. Everything a test
 //! creates (containers, networks, images, the registry) is removed, also on failure.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -19,23 +20,6 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-/// Docker, static busybox and `docker-registry`: mandatory when `CI=true`, else the test
-/// returns after one line saying why.
-macro_rules! require_docker {
-    () => {
-        if !harness::require_docker_registry() {
-            return;
-        }
-    };
-}
-
-const SLEEP_LOOP: [&str; 4] = [
-    "/busybox",
-    "sh",
-    "-c",
-    "trap 'exit 0' TERM; while true; do /busybox sleep 1; done",
-];
 
 /// A `docker-registry` on a fixed loopback port with its storage in a temp dir, that can be
 /// stopped and started again on the same port with the same content.

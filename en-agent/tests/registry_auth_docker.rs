@@ -6,6 +6,7 @@
 //! Everything a test creates (containers, networks, images, the registry) is removed, also
 //! on failure.
 
+#[macro_use]
 mod common;
 
 use base64::Engine as _;
@@ -21,23 +22,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// Docker, static busybox and `docker-registry`: mandatory when `CI=true`, else the test
-/// returns after one line saying why.
-macro_rules! require_docker {
-    () => {
-        if !harness::require_docker_registry() {
-            return;
-        }
-    };
-}
-
-const SLEEP_LOOP: [&str; 4] = [
-    "/busybox",
-    "sh",
-    "-c",
-    "trap 'exit 0' TERM; while true; do /busybox sleep 1; done",
-];
 
 const WRONG_PASSWORD: &str = "ef-wrong-password";
 

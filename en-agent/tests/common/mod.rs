@@ -1,6 +1,25 @@
 #![allow(dead_code)]
 //! Builders shared by the agent's integration tests.
 
+/// Docker, static busybox and `docker-registry`: mandatory when `CI=true`, else the test
+/// returns after one line saying why.
+#[allow(unused_macros)]
+macro_rules! require_docker {
+    () => {
+        if !harness::require_docker_registry() {
+            return;
+        }
+    };
+}
+
+/// What every test image runs: a loop that exits 0 on SIGTERM.
+pub const SLEEP_LOOP: [&str; 4] = [
+    "/busybox",
+    "sh",
+    "-c",
+    "trap 'exit 0' TERM; while true; do /busybox sleep 1; done",
+];
+
 use schemas::component::Healthcheck;
 use schemas::wire::{DesiredDeployment, DesiredSchema, DesiredState, FailurePolicy, Revision};
 use schemas::Component;
