@@ -311,13 +311,11 @@ pub fn reconcile(input: &ReconcileInput<'_>) -> Reconciled {
             },
         );
         happened.extend(events.into_iter().map(|e| (name.clone(), e)));
-        // A deployment that never had a rollout shows none; a quiet one its last.
-        if !quiet || !next.last_waves.is_empty() {
-            views.insert(
-                name.clone(),
-                rollout::status(&next, &resolved.rollout, &nodes),
-            );
-        }
+        // A quiet deployment shows its promoted version (and its last rollout's waves).
+        views.insert(
+            name.clone(),
+            rollout::status(&next, &resolved.rollout, &nodes),
+        );
         rollouts.insert(name.clone(), next);
         targeted.insert(name.as_str(), nodes);
     }

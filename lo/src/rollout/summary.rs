@@ -89,7 +89,9 @@ pub fn status(r: &Rollout, strategy: &RolloutStrategy, nodes: &[NodeIn<'_>]) -> 
             r.wave + 1
         })
         .unwrap_or(u32::MAX),
-        waves: if complete && !r.last_waves.is_empty() {
+        // Complete: the last rollout's waves as they ended; none when there was none (a
+        // quiet deployment's nodes are not looked at).
+        waves: if complete {
             r.last_waves.clone()
         } else {
             waves(r, strategy, nodes)
