@@ -213,6 +213,13 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Whether it still runs (a server that lost its port to another process exits).
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Kills it now (SIGKILL: no clean shutdown, its Last Will fires).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

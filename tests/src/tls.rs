@@ -124,34 +124,45 @@ impl TlsBroker {
             .arg("-b")
             .arg(d.join("passwd"))
             .args([login, PASS]));
-        let port = crate::free_port();
-        // Run as root (a container's CI), Mosquitto would switch to the `mosquitto` user,
-        // which cannot read the temp dir: keep the current user.
-        let run_as =
-            if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(d).expect("stat")) == 0 {
-                "user root\n"
-            } else {
-                ""
-            };
-        let conf = d.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "{run_as}persistence false\nallow_anonymous false\npassword_file {d}/passwd\n\
-                 listener {port} 127.0.0.1\ncafile {d}/ca.crt\ncertfile {d}/server.crt\n\
-                 keyfile {d}/server.key\n",
-                d = d.display()
-            ),
-        )
-        .expect("write mosquitto.conf");
-        let bin = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
-            .into_iter()
-            .find(|p| Path::new(p).is_file())
-            .unwrap_or("mosquitto");
-        let mut cmd = Command::new(bin);
-        cmd.arg("-c").arg(&conf).arg("-v");
-        let proc = crate::Proc::spawn("mosquitto-tls", cmd, d);
-        crate::wait_port(port);
+        let mut attempt = 0;
+        let (port, proc) = loop {
+            attempt += 1;
+            let port = crate::free_port();
+            // Run as root (a container's CI), Mosquitto would switch to the `mosquitto` user,
+            // which cannot read the temp dir: keep the current user.
+            let run_as =
+                if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(d).expect("stat")) == 0 {
+                    "user root\n"
+                } else {
+                    ""
+                };
+            let conf = d.join("mosquitto.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "{run_as}persistence false\nallow_anonymous false\npassword_file {d}/passwd\n\
+                     listener {port} 127.0.0.1\ncafile {d}/ca.crt\ncertfile {d}/server.crt\n\
+                     keyfile {d}/server.key\n",
+                    d = d.display()
+                ),
+            )
+            .expect("write mosquitto.conf");
+            let bin = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
+                .into_iter()
+                .find(|p| Path::new(p).is_file())
+                .unwrap_or("mosquitto");
+            let mut cmd = Command::new(bin);
+            cmd.arg("-c").arg(&conf).arg("-v");
+            let mut proc = crate::Proc::spawn("mosquitto-tls", cmd, d);
+            crate::wait_port(port);
+            // A free port can be taken by another test between the probe and Mosquitto's
+            // bind: then Mosquitto exits (and the port answered for someone else): again.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            if !proc.alive() && attempt < 5 {
+                continue;
+            }
+            break (port, proc);
+        };
         TlsBroker {
             user: login.to_owned(),
             dir,
