@@ -125,13 +125,7 @@ pub fn decide(
             }
             // A failure the agent keeps retrying (a transient cause) may heal by itself:
             // no decision until it is permanent.
-            State::Failed
-                if ds
-                    .components
-                    .iter()
-                    .filter(|c| c.state == State::Failed)
-                    .all(|c| c.retrying)
-                    && ds.components.iter().any(|c| c.state == State::Failed) => {}
+            State::Failed if crate::rollout::gate::only_retrying(ds) => {}
             State::Failed => {
                 if let Some(mark) = rollbacks.get(&ds.name) {
                     if mark.over.to.hash == dep.hash {

@@ -35,23 +35,23 @@ pub fn observe(node: &str, report: Option<&DeploymentStatus>, candidate: &Dep) -
     let Some(report) = report else {
         return Gate::Pending;
     };
-    let failed: Vec<_> = report
+    let mut failed = report
         .components
         .iter()
-        .filter(|c| c.state == State::Failed)
-        .collect();
-    if let Some(c) = failed.iter().find(|c| !c.retrying) {
+        .filter(|c| c.state == State::Failed);
+    if let Some(c) = failed.clone().find(|c| !c.retrying) {
         let (code, message) = match &c.error {
             Some(e) => (e.code.clone(), e.message.clone()),
             None => ("failed".to_owned(), format!("component {} failed", c.name)),
         };
         return Gate::Failed(reason(node, Some(&c.name), &code, &message));
     }
-    if failed.is_empty() && report.state == State::Failed {
-        return Gate::Failed(reason(node, None, "failed", "deployment failed"));
-    }
-    if !failed.is_empty() {
+    if failed.next().is_some() {
+        // Every failed component is being retried (a transient cause).
         return Gate::Pending;
+    }
+    if report.state == State::Failed {
+        return Gate::Failed(reason(node, None, "failed", "deployment failed"));
     }
     let mut restarts: u32 = 0;
     for want in &candidate.spec.components {
@@ -68,6 +68,17 @@ pub fn observe(node: &str, report: Option<&DeploymentStatus>, candidate: &Dep) -
         restarts = restarts.saturating_add(c.restart_count);
     }
     Gate::Healthy { restarts }
+}
+
+/// A deployment reported `failed` only because of components the agent keeps retrying (a
+/// transient cause that may heal): no decision is taken on it yet.
+pub fn only_retrying(report: &DeploymentStatus) -> bool {
+    let mut failed = report
+        .components
+        .iter()
+        .filter(|c| c.state == State::Failed)
+        .peekable();
+    failed.peek().is_some() && failed.all(|c| c.retrying)
 }
 
 /// A bounded halt reason.
